@@ -1,0 +1,318 @@
+"""ALBERT in Flax: factorized embeddings, one scanned shared layer, pooler, MLM and sentence heads, loss.
+
+Cross-layer sharing inside one `nn.scan`
+----------------------------------------
+The encoder is `nn.scan` over a single `SharedLayer` with `variable_broadcast='params'`: its parameters are
+created once, outside the loop, and every step sees all of them. Each weight family (the attention block with
+its LayerNorm, the FFN block with its LayerNorm) is stored as a stack of its *unique* copies on a leading
+`layers` axis, and scan step i (the layer index is the scanned input) picks copy `i * n // L` of a stack of
+n copies. That single rule expresses every sharing scheme of the paper:
+
+  sharing      attention copies   FFN copies
+  all          G                  G           (G = num_hidden_groups; G = 1 is ALBERT)
+  attention    G                  L           (paper Table 4, "shared-attention")
+  ffn          L                  G           (paper Table 4, "shared-FFN")
+  none         L                  L           (BERT)
+
+so the parameter tree holds exactly the unique weights, the scan body stays one traced layer (compile time flat
+in depth), and with n = L the pick is the identity (`i * L // L = i`) while with n = 1 it is always copy 0.
+Flax's `Dense`/`LayerNorm` cannot hold a stack indexed by a traced layer number, hence the small
+`StackedDense`/`StackedLayerNorm` below.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from albert_jax.config import AlbertConfig, copy_index
+
+Array = jax.Array
+
+
+def truncated_normal(stddev: float) -> Callable[..., Array]:
+    """The original's init: a normal of std `stddev` truncated at two std (TF1 semantics, not rescaled)."""
+
+    def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+        return (stddev * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)).astype(dtype)
+
+    return init
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    return {
+        "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+        "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+        "relu": jax.nn.relu,
+        "tanh": jnp.tanh,
+    }[name]
+
+
+def boxed(init: Callable[..., Array], axes: tuple[str | None, ...]) -> Callable[..., Any]:
+    return nn.with_logical_partitioning(init, axes)
+
+
+def layer_norm(x: Array, scale: Array, bias: Array, eps: float, dtype: Any) -> Array:
+    """LayerNorm with statistics in float32 whatever the compute dtype."""
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + eps)
+    return (y * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(dtype)
+
+
+def pick(stack: Array, copy: Array) -> Array:
+    """Copy `copy` of a parameter stack; a static slice when there is only one copy."""
+    if stack.shape[0] == 1:
+        return stack[0]
+    return jax.lax.dynamic_index_in_dim(stack, copy, axis=0, keepdims=False)
+
+
+class StackedDense(nn.Module):
+    """A dense layer holding `num_copies` unique weight copies; `__call__` uses the one layer `layer` maps to."""
+
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    num_copies: int
+    kernel_axes: tuple[str | None, ...]
+    bias_axes: tuple[str | None, ...]
+    config: AlbertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, layer: Array) -> Array:
+        cfg = self.config
+        kernel = self.param("kernel", boxed(truncated_normal(cfg.initializer_range), ("layers",) + self.kernel_axes),
+                            (self.num_copies,) + self.in_shape + self.out_shape, cfg.weight_dtype)
+        bias = self.param("bias", boxed(nn.initializers.zeros, ("layers",) + self.bias_axes),
+                          (self.num_copies,) + self.out_shape, cfg.weight_dtype)
+        copy = copy_index(layer, self.num_copies, cfg.num_hidden_layers)
+        kernel = pick(kernel, copy).astype(cfg.compute_dtype)
+        bias = pick(bias, copy).astype(cfg.compute_dtype)
+        y = jnp.tensordot(x.astype(cfg.compute_dtype), kernel, axes=len(self.in_shape))
+        return y + bias
+
+
+class StackedLayerNorm(nn.Module):
+    """LayerNorm over the hidden width with `num_copies` unique (scale, bias) pairs."""
+
+    num_copies: int
+    config: AlbertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, layer: Array) -> Array:
+        cfg = self.config
+        shape = (self.num_copies, cfg.hidden_size)
+        scale = self.param("scale", boxed(nn.initializers.ones, ("layers", "hidden")), shape, cfg.weight_dtype)
+        bias = self.param("bias", boxed(nn.initializers.zeros, ("layers", "hidden")), shape, cfg.weight_dtype)
+        copy = copy_index(layer, self.num_copies, cfg.num_hidden_layers)
+        return layer_norm(x, pick(scale, copy), pick(bias, copy), cfg.layer_norm_eps, cfg.compute_dtype)
+
+
+class SharedLayer(nn.Module):
+    """One post-LN transformer block; the scan body. Signature (carry, layer index, mask) -> (carry, None)."""
+
+    config: AlbertConfig
+    deterministic: bool = True
+
+    @nn.compact
+    def __call__(self, hidden: Array, layer: Array, attention_mask: Array) -> tuple[Array, None]:
+        cfg = self.config
+        heads, head_dim, width = cfg.num_attention_heads, cfg.head_dim, cfg.hidden_size
+        n_attn, n_ffn = cfg.num_attention_copies, cfg.num_ffn_copies
+        hidden = nn.with_logical_constraint(hidden, ("batch", "length", "hidden"))
+
+        def qkv(name: str) -> Array:
+            dense = StackedDense((width,), (heads, head_dim), n_attn, ("hidden", "heads", "kv"), ("heads", "kv"),
+                                 cfg, name=name)
+            return nn.with_logical_constraint(dense(hidden, layer), ("batch", "length", "heads", "kv"))
+
+        query, key, value = qkv("query"), qkv("key"), qkv("value")
+        mask = attention_mask[:, None, None, :].astype(bool)  # [batch, 1, 1, keys]: padding keys masked out
+        if cfg.attention_probs_dropout_prob > 0.0 and not self.deterministic:
+            # Attention dropout needs the probabilities, which the fused kernel never materializes.
+            context = nn.dot_product_attention(query, key, value, mask=mask,
+                                               dropout_rate=cfg.attention_probs_dropout_prob,
+                                               dropout_rng=self.make_rng("dropout"), deterministic=False,
+                                               dtype=cfg.compute_dtype)
+        else:
+            context = jax.nn.dot_product_attention(query, key, value, mask=mask)
+        attention_out = StackedDense((heads, head_dim), (width,), n_attn, ("heads", "kv", "hidden"), ("hidden",),
+                                     cfg, name="attention_output")(context, layer)
+        attention_out = nn.Dropout(cfg.hidden_dropout_prob)(attention_out, deterministic=self.deterministic)
+        hidden = StackedLayerNorm(n_attn, cfg, name="attention_layer_norm")(hidden + attention_out, layer)
+
+        intermediate = StackedDense((width,), (cfg.intermediate_size,), n_ffn, ("hidden", "mlp"), ("mlp",), cfg,
+                                    name="ffn")(hidden, layer)
+        intermediate = nn.with_logical_constraint(activation(cfg.hidden_act)(intermediate),
+                                                  ("batch", "length", "mlp"))
+        ffn_out = StackedDense((cfg.intermediate_size,), (width,), n_ffn, ("mlp", "hidden"), ("hidden",), cfg,
+                               name="ffn_output")(intermediate, layer)
+        ffn_out = nn.Dropout(cfg.hidden_dropout_prob)(ffn_out, deterministic=self.deterministic)
+        hidden = StackedLayerNorm(n_ffn, cfg, name="ffn_layer_norm")(hidden + ffn_out, layer)
+        return nn.with_logical_constraint(hidden, ("batch", "length", "hidden")), None
+
+
+REMAT_POLICIES: dict[str, Any] = {
+    "full": None,  # save nothing, recompute the whole layer
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def dense(features: int, axes: tuple[str | None, str | None], cfg: AlbertConfig, name: str) -> nn.Dense:
+    return nn.Dense(features, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype, name=name,
+                    kernel_init=boxed(truncated_normal(cfg.initializer_range), axes),
+                    bias_init=boxed(nn.initializers.zeros, (axes[1],)))
+
+
+def layer_norm_module(axis: str, cfg: AlbertConfig, name: str) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype, param_dtype=cfg.weight_dtype,
+                        scale_init=boxed(nn.initializers.ones, (axis,)),
+                        bias_init=boxed(nn.initializers.zeros, (axis,)), name=name)
+
+
+class Embeddings(nn.Module):
+    """Word + position + token-type embeddings at width E, summed, LayerNorm, dropout."""
+
+    config: AlbertConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        init = truncated_normal(cfg.initializer_range)
+        self.word_embeddings = self.param("word_embeddings", boxed(init, ("vocab", "embed")),
+                                          (cfg.vocab_size, cfg.embedding_size), cfg.weight_dtype)
+        self.position_embeddings = self.param("position_embeddings", boxed(init, (None, "embed")),
+                                              (cfg.max_position_embeddings, cfg.embedding_size), cfg.weight_dtype)
+        self.token_type_embeddings = self.param("token_type_embeddings", boxed(init, (None, "embed")),
+                                                (cfg.type_vocab_size, cfg.embedding_size), cfg.weight_dtype)
+        self.layer_norm = layer_norm_module("embed", cfg, "layer_norm")
+        self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+
+    def __call__(self, input_ids: Array, segment_ids: Array, deterministic: bool) -> Array:
+        cfg = self.config
+        length = input_ids.shape[1]
+        x = (jnp.take(self.word_embeddings, input_ids, axis=0)
+             + self.position_embeddings[None, :length]
+             + jnp.take(self.token_type_embeddings, segment_ids, axis=0))
+        x = self.layer_norm(x.astype(cfg.compute_dtype))
+        x = self.dropout(x, deterministic=deterministic)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    def attend(self, x: Array) -> Array:
+        """Logits against the tied word-embedding table: x @ word_embeddings^T."""
+        table = self.word_embeddings.astype(self.config.compute_dtype)
+        return jnp.einsum("...e,ve->...v", x.astype(self.config.compute_dtype), table)
+
+
+class Encoder(nn.Module):
+    """E->H projection (only when E != H), then `nn.scan` of the shared layer over L steps."""
+
+    config: AlbertConfig
+
+    @nn.compact
+    def __call__(self, embedded: Array, attention_mask: Array, deterministic: bool = True) -> Array:
+        cfg = self.config
+        hidden = embedded
+        if cfg.has_embedding_projection:
+            hidden = dense(cfg.hidden_size, ("embed", "hidden"), cfg, "embedding_projection")(hidden)
+        layer_cls: Any = SharedLayer
+        if cfg.remat_policy != "none":
+            layer_cls = nn.remat(SharedLayer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+        scanned = nn.scan(layer_cls, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
+                          in_axes=(0, nn.broadcast), length=cfg.num_hidden_layers)
+        layers = jnp.arange(cfg.num_hidden_layers, dtype=jnp.int32)
+        hidden, _ = scanned(cfg, deterministic, name="shared_layer")(hidden, layers, attention_mask)
+        return hidden
+
+
+class AlbertModel(nn.Module):
+    """The encoder with pooler: returns (sequence_output [B,S,H], pooled_output [B,H])."""
+
+    config: AlbertConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.embeddings = Embeddings(cfg)
+        self.encoder = Encoder(cfg)
+        self.pooler = dense(cfg.hidden_size, ("hidden", "mlp"), cfg, "pooler")
+
+    def __call__(self, input_ids: Array, input_mask: Array, segment_ids: Array,
+                 deterministic: bool = True) -> tuple[Array, Array]:
+        embedded = self.embeddings(input_ids, segment_ids, deterministic)
+        sequence = self.encoder(embedded, input_mask, deterministic)
+        pooled = jnp.tanh(self.pooler(sequence[:, 0]))
+        return sequence, pooled
+
+
+class AlbertForPreTraining(nn.Module):
+    """AlbertModel plus the MLM head (tied decoder, scored at masked positions) and the 2-way sentence head."""
+
+    config: AlbertConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.albert = AlbertModel(cfg)
+        self.mlm_dense = dense(cfg.embedding_size, ("hidden", "embed"), cfg, "mlm_dense")
+        self.mlm_layer_norm = layer_norm_module("embed", cfg, "mlm_layer_norm")
+        self.mlm_output_bias = self.param("mlm_output_bias", boxed(nn.initializers.zeros, ("vocab",)),
+                                          (cfg.vocab_size,), cfg.weight_dtype)
+        self.sentence_classifier = dense(2, ("hidden", None), cfg, "sentence_classifier")
+
+    def __call__(self, input_ids: Array, input_mask: Array, segment_ids: Array, masked_lm_positions: Array,
+                 deterministic: bool = True) -> tuple[Array, Array]:
+        """Returns (MLM logits [B, P, V] at `masked_lm_positions`, sentence logits [B, 2])."""
+        sequence, pooled = self.albert(input_ids, input_mask, segment_ids, deterministic)
+        return self.mlm_logits(sequence, masked_lm_positions), self.sentence_classifier(pooled)
+
+    def mlm_logits(self, sequence: Array, positions: Array) -> Array:
+        cfg = self.config
+        gathered = jnp.take_along_axis(sequence, positions[..., None].astype(jnp.int32), axis=1)
+        x = self.mlm_layer_norm(activation(cfg.hidden_act)(self.mlm_dense(gathered)))
+        logits = self.albert.embeddings.attend(x) + self.mlm_output_bias.astype(cfg.compute_dtype)
+        return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+
+def pretraining_loss(mlm_logits: Array, sentence_logits: Array, batch: dict[str, Array],
+                     sentence_loss_weight: float = 1.0) -> tuple[Array, dict[str, Array]]:
+    """Total loss = MLM + weight * sentence loss, with the metrics the original reports.
+
+    MLM loss = sum(w * nll) / (sum(w) + 1e-5) over the masked positions; sentence loss is the batch mean.
+    Metrics are returned as (numerator, denominator) friendly scalars: losses, accuracies and counts.
+    """
+    weights = batch["masked_lm_weights"].astype(jnp.float32)
+    mlm_logits = mlm_logits.astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
+    mlm_count = weights.sum()
+    mlm_loss = (nll * weights).sum() / (mlm_count + 1e-5)
+    mlm_correct = ((mlm_logits.argmax(-1) == batch["masked_lm_ids"]) * weights).sum()
+
+    labels = batch["sentence_labels"].reshape(-1)
+    sentence_logits = sentence_logits.astype(jnp.float32)
+    sentence_nll = optax.softmax_cross_entropy_with_integer_labels(sentence_logits, labels)
+    sentence_loss = sentence_nll.mean()
+    sentence_correct = (sentence_logits.argmax(-1) == labels).sum()
+
+    loss = mlm_loss + sentence_loss_weight * sentence_loss
+    metrics = {
+        "loss": loss,
+        "masked_lm_loss": mlm_loss,
+        "masked_lm_accuracy": mlm_correct / jnp.maximum(mlm_count, 1.0),
+        "sentence_order_loss": sentence_loss,
+        "sentence_order_accuracy": sentence_correct / labels.shape[0],
+        "masked_tokens": mlm_count,
+        "examples": jnp.asarray(labels.shape[0], jnp.float32),
+    }
+    return loss, metrics
+
+
+def init_params(config: AlbertConfig, rng: Array, batch_size: int = 1, seq_length: int = 8,
+                num_predictions: int = 2) -> Any:
+    """Boxed parameters of AlbertForPreTraining (wrap in jax.eval_shape to get shapes only)."""
+    model = AlbertForPreTraining(config)
+    ids = jnp.zeros((batch_size, seq_length), jnp.int32)
+    positions = jnp.zeros((batch_size, num_predictions), jnp.int32)
+    return model.init(rng, ids, jnp.ones_like(ids), ids, positions, deterministic=True)["params"]
