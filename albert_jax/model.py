@@ -276,37 +276,46 @@ class AlbertForPreTraining(nn.Module):
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 
+def metric_sums(mlm_logits: Array, sentence_logits: Array, batch: dict[str, Array]) -> dict[str, Array]:
+    """Per-batch sums (not means) of the pretraining metrics, so that batches and hosts add up exactly."""
+    weights = batch["masked_lm_weights"].astype(jnp.float32)
+    mlm_logits = mlm_logits.astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
+    labels = batch["sentence_labels"].reshape(-1)
+    sentence_logits = sentence_logits.astype(jnp.float32)
+    sentence_nll = optax.softmax_cross_entropy_with_integer_labels(sentence_logits, labels)
+    return {
+        "masked_lm_loss_sum": (nll * weights).sum(),
+        "masked_lm_correct": ((mlm_logits.argmax(-1) == batch["masked_lm_ids"]) * weights).sum(),
+        "masked_tokens": weights.sum(),
+        "sentence_order_loss_sum": sentence_nll.sum(),
+        "sentence_order_correct": (sentence_logits.argmax(-1) == labels).sum().astype(jnp.float32),
+        "examples": jnp.asarray(labels.shape[0], jnp.float32),
+    }
+
+
+def metrics_from_sums(sums: dict[str, Array]) -> dict[str, Array]:
+    """Means from `metric_sums`; the MLM loss divides by (weight sum + 1e-5) as the original does."""
+    return {
+        "masked_lm_loss": sums["masked_lm_loss_sum"] / (sums["masked_tokens"] + 1e-5),
+        "masked_lm_accuracy": sums["masked_lm_correct"] / jnp.maximum(sums["masked_tokens"], 1.0),
+        "sentence_order_loss": sums["sentence_order_loss_sum"] / jnp.maximum(sums["examples"], 1.0),
+        "sentence_order_accuracy": sums["sentence_order_correct"] / jnp.maximum(sums["examples"], 1.0),
+        "masked_tokens": sums["masked_tokens"],
+        "examples": sums["examples"],
+    }
+
+
 def pretraining_loss(mlm_logits: Array, sentence_logits: Array, batch: dict[str, Array],
                      sentence_loss_weight: float = 1.0) -> tuple[Array, dict[str, Array]]:
     """Total loss = MLM + weight * sentence loss, with the metrics the original reports.
 
-    MLM loss = sum(w * nll) / (sum(w) + 1e-5) over the masked positions; sentence loss is the batch mean.
-    Metrics are returned as (numerator, denominator) friendly scalars: losses, accuracies and counts.
+    MLM loss = sum(w * nll) / (sum(w) + 1e-5) over the masked positions; the sentence loss is the batch mean.
+    `sentence_loss_weight` = 0 trains without a sentence objective (paper Table 5, "none").
     """
-    weights = batch["masked_lm_weights"].astype(jnp.float32)
-    mlm_logits = mlm_logits.astype(jnp.float32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
-    mlm_count = weights.sum()
-    mlm_loss = (nll * weights).sum() / (mlm_count + 1e-5)
-    mlm_correct = ((mlm_logits.argmax(-1) == batch["masked_lm_ids"]) * weights).sum()
-
-    labels = batch["sentence_labels"].reshape(-1)
-    sentence_logits = sentence_logits.astype(jnp.float32)
-    sentence_nll = optax.softmax_cross_entropy_with_integer_labels(sentence_logits, labels)
-    sentence_loss = sentence_nll.mean()
-    sentence_correct = (sentence_logits.argmax(-1) == labels).sum()
-
-    loss = mlm_loss + sentence_loss_weight * sentence_loss
-    metrics = {
-        "loss": loss,
-        "masked_lm_loss": mlm_loss,
-        "masked_lm_accuracy": mlm_correct / jnp.maximum(mlm_count, 1.0),
-        "sentence_order_loss": sentence_loss,
-        "sentence_order_accuracy": sentence_correct / labels.shape[0],
-        "masked_tokens": mlm_count,
-        "examples": jnp.asarray(labels.shape[0], jnp.float32),
-    }
-    return loss, metrics
+    metrics = metrics_from_sums(metric_sums(mlm_logits, sentence_logits, batch))
+    loss = metrics["masked_lm_loss"] + sentence_loss_weight * metrics["sentence_order_loss"]
+    return loss, dict(metrics, loss=loss)
 
 
 def init_params(config: AlbertConfig, rng: Array, batch_size: int = 1, seq_length: int = 8,

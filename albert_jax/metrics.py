@@ -1,0 +1,122 @@
+"""Metric sinks (TensorBoard, JSONL, console) and throughput accounting (tokens/s, MFU, ETA).
+
+Only process 0 writes files; every process may print. MFU uses the analytic FLOPs of `describe` over the
+chip's dense bf16 peak; on CPU there is no meaningful peak, so achieved GFLOP/s is reported instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+# Dense bf16 peak FLOP/s per chip (vendor spec sheets; no sparsity).
+PEAK_FLOPS: dict[str, float] = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,  # v5e
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,  # v6e (Trillium)
+    "TPU v6e": 918e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+}
+
+
+def peak_flops_per_device(device_kind: str | None = None) -> float | None:
+    """Peak FLOP/s of one device of this kind, or None when unknown (CPU included)."""
+    kind = device_kind if device_kind is not None else jax.devices()[0].device_kind
+    best = None
+    for name, peak in PEAK_FLOPS.items():  # longest matching prefix wins ("TPU v5 lite" before "TPU v5")
+        if kind.startswith(name) and (best is None or len(name) > len(best[0])):
+            best = (name, peak)
+    return best[1] if best else None
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Throughput:
+    """Steps/s, tokens/s, FLOP/s, MFU and ETA over the interval since the last report."""
+
+    def __init__(self, tokens_per_step: int, flops_per_token: float, total_steps: int, start_step: int) -> None:
+        self.tokens_per_step = tokens_per_step
+        self.flops_per_token = flops_per_token
+        self.total_steps = total_steps
+        self.peak = peak_flops_per_device()
+        self.num_devices = jax.device_count()
+        self._last_time = time.perf_counter()
+        self._last_step = start_step
+
+    def mark(self, step: int) -> dict[str, float]:
+        now = time.perf_counter()
+        elapsed = max(now - self._last_time, 1e-9)
+        steps = step - self._last_step
+        self._last_time, self._last_step = now, step
+        steps_per_s = steps / elapsed
+        flops = steps_per_s * self.tokens_per_step * self.flops_per_token
+        out = {"steps_per_s": steps_per_s, "tokens_per_s": steps_per_s * self.tokens_per_step,
+               "gflops_per_s": flops / 1e9,
+               "eta_s": (self.total_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")}
+        if self.peak:
+            out["mfu"] = flops / (self.peak * self.num_devices)
+        return out
+
+
+class MetricsWriter:
+    """TensorBoard event files under WORKDIR/<subdir> and a JSONL file; no-ops on processes other than 0."""
+
+    def __init__(self, workdir: str, subdir: str = "tensorboard", jsonl_name: str = "metrics.jsonl") -> None:
+        self.enabled = jax.process_index() == 0
+        self._tb = None
+        self._jsonl = None
+        if self.enabled:
+            from tensorboardX import SummaryWriter
+
+            os.makedirs(workdir, exist_ok=True)
+            self._tb = SummaryWriter(os.path.join(workdir, subdir))
+            self._jsonl = open(os.path.join(workdir, jsonl_name), "a", buffering=1)
+
+    def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        clean = {k: float(np.asarray(v)) for k, v in scalars.items()}
+        for name, value in clean.items():
+            self._tb.add_scalar(name, value, step)
+        self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+
+    def flush(self) -> None:
+        if self.enabled:
+            self._tb.flush()
+            self._jsonl.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._tb.close()
+            self._jsonl.close()
+
+
+def console_line(step: int, total: int, metrics: Mapping[str, float]) -> str:
+    """One progress line: step, loss, accuracies, lr, grad norm, speed, MFU or GFLOP/s, ETA."""
+    parts = [f"step {step}/{total}", f"loss {metrics['loss']:.4f}",
+             f"mlm_acc {metrics['masked_lm_accuracy']:.3f}", f"sop_acc {metrics['sentence_order_accuracy']:.3f}",
+             f"lr {metrics['learning_rate']:.2e}", f"gnorm {metrics['grad_norm']:.3f}",
+             f"{metrics['steps_per_s']:.2f} steps/s", f"{metrics['tokens_per_s']:,.0f} tok/s"]
+    if "mfu" in metrics:
+        parts.append(f"MFU {100 * metrics['mfu']:.1f}%")
+    else:
+        parts.append(f"{metrics['gflops_per_s']:.1f} GFLOP/s")
+    if metrics.get("skipped_total", 0):
+        parts.append(f"skipped {int(metrics['skipped_total'])}")
+    parts.append(f"ETA {format_duration(metrics['eta_s'])}")
+    return " | ".join(parts)

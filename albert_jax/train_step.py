@@ -1,0 +1,126 @@
+"""The pure numerics of training: the train state, its sharded creation, `train_step` and `eval_step`.
+
+`train_step(state, batch) -> (state, metrics)` is a pure function jitted with in/out shardings and a donated
+state. A step whose loss or gradient norm is not finite leaves parameters and optimizer state untouched
+and bumps the `nonfinite_streak` counter; the loop decides when to stop.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from albert_jax import partitioning
+from albert_jax.config import AlbertConfig
+from albert_jax.model import AlbertForPreTraining, init_params, metric_sums, pretraining_loss
+
+Array = jax.Array
+Batch = dict[str, Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step reads and writes; a pytree that orbax saves whole."""
+
+    step: Array
+    params: Any
+    opt_state: Any
+    rng: Array  # base dropout key; step k uses fold_in(rng, k), so no key needs updating
+    nonfinite_streak: Array  # consecutive skipped updates
+    nonfinite_total: Array
+
+
+def loss_fn(model: AlbertForPreTraining, params: Any, batch: Batch, rng: Array | None,
+            sentence_loss_weight: float) -> tuple[Array, dict[str, Array]]:
+    """Forward pass and loss; dropout is active iff `rng` is given."""
+    mlm_logits, sentence_logits = model.apply(
+        {"params": params}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
+        batch["masked_lm_positions"], deterministic=rng is None,
+        rngs={"dropout": rng} if rng is not None else {})
+    return pretraining_loss(mlm_logits, sentence_logits, batch, sentence_loss_weight)
+
+
+def _init_state(config: AlbertConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    """Boxed state (parameters and optimizer moments keep their logical axis names)."""
+    params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+    params = init_params(config, params_rng)
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=dropout_rng,
+                      nonfinite_streak=zero, nonfinite_total=zero)
+
+
+def state_shardings(config: AlbertConfig, tx: optax.GradientTransformation, mesh: Mesh,
+                    rules: Any) -> tuple[TrainState, Any]:
+    """(abstract unboxed state, matching tree of NamedShardings), computed without allocating anything."""
+    boxed = jax.eval_shape(lambda: _init_state(config, tx, 0))
+    specs = nn.get_partition_spec(boxed)
+    return nn.unbox(boxed), partitioning.logical_to_sharding(specs, mesh, rules)
+
+
+def create_state(config: AlbertConfig, tx: optax.GradientTransformation, mesh: Mesh, rules: Any,
+                 seed: int) -> TrainState:
+    """The initial state, created directly sharded: jit of init with out_shardings, never on one device."""
+    _, shardings = state_shardings(config, tx, mesh, rules)
+    init = jax.jit(lambda: nn.unbox(_init_state(config, tx, seed)), out_shardings=shardings)
+    with mesh, nn.logical_axis_rules(list(rules)):
+        return init()
+
+
+def make_train_step(config: AlbertConfig, tx: optax.GradientTransformation,
+                    schedule: Callable[[Array], Array], sentence_loss_weight: float = 1.0,
+                    num_microbatches: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """Builds the pure `train_step(state, batch) -> (state, metrics)`."""
+    from albert_jax import optim  # local: optim is heavier and only training needs it
+
+    model = AlbertForPreTraining(config)
+
+    def step_loss(params: Any, batch: Batch, rng: Array) -> tuple[Array, dict[str, Array]]:
+        return loss_fn(model, params, batch, rng, sentence_loss_weight)
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        grads, metrics = optim.accumulate_gradients(step_loss, state.params, batch, num_microbatches, rng)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+        updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        streak = jnp.where(finite, 0, state.nonfinite_streak + 1)
+        new_state = state.replace(
+            step=state.step + 1, params=keep(new_params, state.params), opt_state=keep(new_opt_state, state.opt_state),
+            nonfinite_streak=streak, nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
+        metrics = dict(metrics, learning_rate=schedule(state.step), grad_norm=grad_norm,
+                       update_skipped=(~finite).astype(jnp.float32), param_norm=optax.global_norm(state.params))
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(config: AlbertConfig) -> Callable[[Any, Batch], dict[str, Array]]:
+    """`eval_step(params, batch) -> metric sums`, so that batches add up exactly (see `metric_sums`)."""
+    model = AlbertForPreTraining(config)
+
+    def eval_step(params: Any, batch: Batch) -> dict[str, Array]:
+        mlm_logits, sentence_logits = model.apply(
+            {"params": params}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
+            batch["masked_lm_positions"], deterministic=True)
+        return metric_sums(mlm_logits, sentence_logits, batch)
+
+    return eval_step
+
+
+def jit_train_step(train_step: Callable, state_sharding: Any, mesh: Mesh) -> Callable:
+    """jit with explicit shardings: state in/out on its own layout (donated), batch split over data axes."""
+    batch_sharding = partitioning.batch_sharding(mesh)
+    return jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
+                   out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=(0,))
+
+
+def batch_shardings(batch: Batch, mesh: Mesh) -> dict[str, NamedSharding]:
+    return {k: partitioning.batch_sharding(mesh) for k in batch}
