@@ -1,39 +1,96 @@
-"""Command-line dispatch behind launch.py: parse flags and gin, then run the chosen mode."""
+"""Command-line dispatch behind launch.py: flags and gin, multi-host start-up, then the chosen mode."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Sequence
 
-from albert_jax import describe as describe_lib
 from albert_jax import gin_setup
 from albert_jax.config import AlbertConfig
+
+MODES = ("train", "eval", "describe")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="launch.py", description="ALBERT pretraining in JAX. Gin bindings: --gin.NAME=VALUE (repeatable).")
+        prog="launch.py",
+        description="ALBERT pretraining in JAX. Gin bindings: --gin.NAME=VALUE (repeatable; applied after the "
+                    "files, in order; later wins).")
     parser.add_argument("--gin_file", action="append", default=[],
                         help="gin file (repeatable, applied in order; relative to experiments/ if not found)")
-    parser.add_argument("--describe", action="store_true",
-                        help="print parameter counts and FLOPs of the configured model as JSON, then exit")
+    parser.add_argument("--workdir", default=None, help="run directory: checkpoints, logs, config.gin")
+    parser.add_argument("--mode", choices=MODES, default="train")
+    parser.add_argument("--describe", action="store_true", help="same as --mode=describe")
+    parser.add_argument("--step", type=int, default=None, help="eval: checkpoint step (default: latest)")
+    parser.add_argument("--continuous", action="store_true",
+                        help="eval: keep evaluating each new checkpoint of a running job")
+    parser.add_argument("--coordinator_address", default=None,
+                        help="multi-process (GPU clusters): host:port of process 0")
+    parser.add_argument("--num_processes", type=int, default=None, help="multi-process: total process count")
+    parser.add_argument("--process_id", type=int, default=None, help="multi-process: this process's index")
     return parser
+
+
+def init_distributed(args: argparse.Namespace) -> None:
+    """jax.distributed.initialize: explicit flags (GPU clusters, local tests) or automatic on TPU pods."""
+    import jax
+
+    if args.coordinator_address or args.num_processes:
+        if None in (args.coordinator_address, args.num_processes, args.process_id):
+            raise ValueError("--coordinator_address, --num_processes and --process_id must be given together.")
+        jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
+                                   process_id=args.process_id)
+    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"):
+        jax.distributed.initialize()  # TPU VM pods: topology comes from the environment
+
+
+def default_gin_files() -> list[str]:
+    return ["demo.gin"]
 
 
 def main(argv: Sequence[str]) -> int:
     try:
         bindings, rest = gin_setup.split_argv(argv)
         args = build_parser().parse_args(rest)
-        gin_files = args.gin_file or ["models/tiny.gin"]
+        mode = "describe" if args.describe else args.mode
+        gin_files = args.gin_file or default_gin_files()
+        _import_configurables()
         gin_setup.parse(gin_files, bindings)
         AlbertConfig()  # validate the model config now, before any work starts
     except ValueError as error:  # GinConfigError included: the message names the binding and the fix
         print(f"error: {str(error).split(chr(10) + '  In call to configurable')[0]}", file=sys.stderr)
         return 2
-    if args.describe:
-        print(json.dumps(describe_lib.describe(), indent=2))
+    if mode == "describe":
+        from albert_jax import describe
+
+        print(json.dumps(describe.describe(), indent=2))
         return 0
-    print(json.dumps(describe_lib.describe(), indent=2))
+    workdir = args.workdir or _default_workdir()
+    init_distributed(args)
+    if mode == "train":
+        from albert_jax import train
+
+        train.train(workdir)
+        return 0
+    from albert_jax import evaluate
+
+    evaluate.evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous)
     return 0
+
+
+def _default_workdir() -> str:
+    import gin
+
+    try:
+        return gin.query_parameter("%WORKDIR")
+    except ValueError:
+        return os.path.join("runs", "default")
+
+
+def _import_configurables() -> None:
+    """Imports every module that registers gin configurables, so bindings to any of them parse."""
+    from albert_jax import checkpoint, describe, metrics, optim, partitioning, train  # noqa: F401
+    from albert_jax.input import loader  # noqa: F401

@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from albert_jax import partitioning
 from albert_jax.config import AlbertConfig
-from albert_jax.model import AlbertForPreTraining, init_params, metric_sums, pretraining_loss
+from albert_jax.model import AlbertForPreTraining, init_params, metric_sums
 
 Array = jax.Array
 Batch = dict[str, Array]
@@ -34,16 +34,6 @@ class TrainState:
     rng: Array  # base dropout key; step k uses fold_in(rng, k), so no key needs updating
     nonfinite_streak: Array  # consecutive skipped updates
     nonfinite_total: Array
-
-
-def loss_fn(model: AlbertForPreTraining, params: Any, batch: Batch, rng: Array | None,
-            sentence_loss_weight: float) -> tuple[Array, dict[str, Array]]:
-    """Forward pass and loss; dropout is active iff `rng` is given."""
-    mlm_logits, sentence_logits = model.apply(
-        {"params": params}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
-        batch["masked_lm_positions"], deterministic=rng is None,
-        rngs={"dropout": rng} if rng is not None else {})
-    return pretraining_loss(mlm_logits, sentence_logits, batch, sentence_loss_weight)
 
 
 def _init_state(config: AlbertConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
@@ -68,7 +58,7 @@ def create_state(config: AlbertConfig, tx: optax.GradientTransformation, mesh: M
     """The initial state, created directly sharded: jit of init with out_shardings, never on one device."""
     _, shardings = state_shardings(config, tx, mesh, rules)
     init = jax.jit(lambda: nn.unbox(_init_state(config, tx, seed)), out_shardings=shardings)
-    with mesh, nn.logical_axis_rules(list(rules)):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
         return init()
 
 
@@ -78,15 +68,12 @@ def make_train_step(config: AlbertConfig, tx: optax.GradientTransformation,
     """Builds the pure `train_step(state, batch) -> (state, metrics)`."""
     from albert_jax import optim  # local: optim is heavier and only training needs it
 
-    model = AlbertForPreTraining(config)
-
-    def step_loss(params: Any, batch: Batch, rng: Array) -> tuple[Array, dict[str, Array]]:
-        return loss_fn(model, params, batch, rng, sentence_loss_weight)
+    step_loss = optim.pretraining_loss_fn(AlbertForPreTraining(config), sentence_loss_weight)
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
         rng = jax.random.fold_in(state.rng, state.step)
         grads, metrics = optim.accumulate_gradients(step_loss, state.params, batch, num_microbatches, rng)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
         new_params = optax.apply_updates(state.params, updates)
@@ -96,7 +83,7 @@ def make_train_step(config: AlbertConfig, tx: optax.GradientTransformation,
             step=state.step + 1, params=keep(new_params, state.params), opt_state=keep(new_opt_state, state.opt_state),
             nonfinite_streak=streak, nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
         metrics = dict(metrics, learning_rate=schedule(state.step), grad_norm=grad_norm,
-                       update_skipped=(~finite).astype(jnp.float32), param_norm=optax.global_norm(state.params))
+                       update_skipped=(~finite).astype(jnp.float32), param_norm=optax.tree.norm(state.params))
         return new_state, metrics
 
     return train_step

@@ -1,0 +1,167 @@
+"""The pretraining loop: a script-like sequence of set-up, then step / log / checkpoint until done.
+
+Everything numeric lives in `train_step`; this module owns the side effects: the mesh, the data iterator,
+checkpoints (resume from the latest in WORKDIR), metric sinks, progress, the profiler window, SIGTERM
+(preemption: save and exit cleanly) and the non-finite-update guard.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import flax.linen as nn
+import gin
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from albert_jax import checkpoint, describe, metrics, optim, partitioning
+from albert_jax import train_step as steps
+from albert_jax.config import AlbertConfig
+from albert_jax.input import loader as input_loader
+from albert_jax.model import init_params
+
+log = logging.getLogger("albert_jax.train")
+
+
+class Preemption:
+    """Turns SIGTERM into a flag checked between steps (agreed across processes before acting on it)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del signum, frame
+        self.requested = True
+
+    def any_process_requested(self) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        flags = multihost_utils.process_allgather(np.asarray([self.requested]))
+        return bool(np.any(flags))
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def operative_config_text() -> str:
+    return gin.operative_config_str() if gin.config._OPERATIVE_CONFIG else gin.config_str()
+
+
+@gin.configurable(denylist=["workdir"])
+def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32, seed: int = 0,
+          num_microbatches: int = 1, log_every: int = 10, max_nonfinite_streak: int = 10,
+          profile_steps: tuple[int, int] | None = None, eval_every: int = 0) -> dict[str, float]:
+    """Pretrains the gin-configured model in WORKDIR, resuming from its latest checkpoint if there is one.
+
+    Args:
+      num_train_steps: total optimizer steps (the schedule decays to 0 at this step).
+      global_batch_size: sequences per step over all processes.
+      seed: parameter init, dropout and data order all derive from it.
+      num_microbatches: gradient accumulation: the batch is processed in this many slices per update.
+      log_every: steps between console / TensorBoard / JSONL reports.
+      max_nonfinite_streak: stop after this many consecutive skipped (non-finite) updates.
+      profile_steps: (first, last) step of a profiler trace written to WORKDIR/profile, or None.
+      eval_every: run held-out evaluation every this many steps (0 = never during training).
+    Returns the last logged metrics.
+    """
+    config = AlbertConfig()
+    mesh = partitioning.make_mesh()
+    rules = partitioning.logical_rules()
+    dp = partitioning.data_parallel_size(mesh)
+    if global_batch_size % dp or global_batch_size % (jax.process_count() * num_microbatches):
+        raise ValueError(f"global_batch_size={global_batch_size} must divide evenly over {dp} data-parallel "
+                         f"devices, {jax.process_count()} processes and {num_microbatches} microbatches.")
+    os.makedirs(workdir, exist_ok=True)
+
+    abstract_boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(seed)))
+    tx = optim.make_optimizer(abstract_boxed)
+    schedule = optim.make_schedule()
+    abstract_state, state_sharding = steps.state_shardings(config, tx, mesh, rules)
+    loader = input_loader.make_loader(split="train", global_batch_size=global_batch_size,
+                                      process_index=jax.process_index(), process_count=jax.process_count(),
+                                      seed=seed)
+    manager = checkpoint.make_manager(workdir)
+    if manager.latest_step() is not None:
+        start_step, state, iterator_state, _ = checkpoint.restore(
+            manager, checkpoint.abstract_with_shardings(abstract_state, state_sharding))
+        if iterator_state is not None:
+            loader.set_state(iterator_state)
+        print(f"Resumed from {workdir} at step {start_step}.", flush=True)
+    else:
+        state = steps.create_state(config, tx, mesh, rules, seed)
+        start_step = 0
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "config.gin"), "w") as f:
+            f.write(operative_config_text())
+
+    report = describe.describe()
+    seq_length = loader.seq_length
+    step_fn = steps.jit_train_step(
+        steps.make_train_step(config, tx, schedule, input_loader.sentence_loss_weight(), num_microbatches),
+        state_sharding, mesh)
+    throughput = metrics.Throughput(global_batch_size * seq_length, report["train_flops_per_token"],
+                                    num_train_steps, start_step)
+    writer = metrics.MetricsWriter(workdir)
+    preemption = Preemption()
+    evaluator = None
+    if eval_every:
+        from albert_jax import evaluate
+
+        evaluator = evaluate.Evaluator(config, mesh, rules, state_sharding.params)
+    print(f"Training {report['params_with_heads']:,} parameters on {jax.device_count()} devices "
+          f"(mesh {dict(mesh.shape)}), batch {global_batch_size} x {seq_length}, steps {start_step} -> "
+          f"{num_train_steps}.", flush=True)
+
+    last: dict[str, float] = {}
+    previous_streak = None
+    step = start_step
+    data_iter = iter(loader)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
+        while step < num_train_steps:
+            if profile_steps and step == profile_steps[0]:
+                jax.profiler.start_trace(os.path.join(workdir, "profile"))
+            batch = input_loader.to_global_batch(next(data_iter), partitioning.batch_sharding(mesh))
+            state, step_metrics = step_fn(state, batch)
+            step += 1
+            if profile_steps and step == profile_steps[1]:
+                jax.profiler.stop_trace()
+            if previous_streak is not None and int(previous_streak) >= max_nonfinite_streak:
+                checkpoint.save(manager, step, state, loader.get_state(), _run_info(config), force=True)
+                manager.wait_until_finished()
+                raise FloatingPointError(
+                    f"{max_nonfinite_streak} consecutive updates had a non-finite loss or gradient (last at step "
+                    f"{step}); parameters are unchanged since the last finite step. Lower the learning rate, "
+                    f"check the data, or raise train.max_nonfinite_streak.")
+            previous_streak = state.nonfinite_streak
+            if step % log_every == 0 or step == num_train_steps:
+                host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+                host.update(throughput.mark(step), skipped_total=float(state.nonfinite_total))
+                writer.write(step, host)
+                print(metrics.console_line(step, num_train_steps, host), flush=True)
+                last = host
+            if evaluator is not None and step % eval_every == 0:
+                evaluator.run_and_record(state.params, step, workdir)
+            checkpoint.save(manager, step, state, loader.get_state(), _run_info(config))
+            if preemption.any_process_requested():
+                checkpoint.save(manager, step, state, loader.get_state(), _run_info(config), force=True)
+                manager.wait_until_finished()
+                print(f"SIGTERM: saved step {step} to {workdir}; exiting cleanly.", flush=True)
+                break
+        else:
+            if manager.latest_step() != step:
+                checkpoint.save(manager, step, state, loader.get_state(), _run_info(config), force=True)
+    manager.wait_until_finished()
+    manager.close()
+    writer.close()
+    preemption.restore()
+    return last
+
+
+def _run_info(config: AlbertConfig) -> dict[str, Any]:
+    return {"model": config.to_dict(), "gin": operative_config_text(), "time": time.time()}

@@ -1,0 +1,96 @@
+"""The sharded train step: different meshes over 8 simulated devices train exactly like one device."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from albert_jax import optim, partitioning
+from albert_jax import train_step as steps
+from albert_jax.config import AlbertConfig
+from albert_jax.model import init_params
+
+CONFIG = AlbertConfig(vocab_size=128, embedding_size=16, hidden_size=32, num_hidden_layers=3,
+                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=32, sharing="attention")
+BATCH, SEQ, PRED = 8, 16, 4
+
+
+def make_batches(count: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(count):
+        mask = np.ones((BATCH, SEQ), np.int32)
+        mask[::2, SEQ - 5:] = 0
+        batches.append({
+            "input_ids": rng.integers(5, CONFIG.vocab_size, (BATCH, SEQ)).astype(np.int32) * mask,
+            "input_mask": mask,
+            "segment_ids": (np.arange(SEQ)[None, :] >= SEQ // 2).astype(np.int32).repeat(BATCH, 0) * mask,
+            "masked_lm_positions": np.sort(rng.choice(np.arange(1, SEQ - 5), (BATCH, PRED))).astype(np.int32),
+            "masked_lm_ids": rng.integers(5, CONFIG.vocab_size, (BATCH, PRED)).astype(np.int32),
+            "masked_lm_weights": (rng.random((BATCH, PRED)) < 0.8).astype(np.float32),
+            "sentence_labels": rng.integers(0, 2, (BATCH,)).astype(np.int32),
+        })
+    return batches
+
+
+def run(mesh_shape: tuple[int, int, int], batches: list[dict[str, np.ndarray]], microbatches: int = 1):
+    data, fsdp, tensor = mesh_shape
+    devices = jax.devices()[: data * fsdp * tensor]
+    mesh = partitioning.make_mesh(partitioning.MeshConfig(data=data, fsdp=fsdp, tensor=tensor), devices)
+    rules = partitioning.DEFAULT_RULES
+    boxed = jax.eval_shape(lambda: init_params(CONFIG, jax.random.PRNGKey(0)))
+    schedule = optim.make_schedule(peak_learning_rate=1e-3, warmup_steps=1, num_train_steps=10)
+    tx = optim.make_optimizer(boxed, optimizer="lamb", learning_rate=schedule)
+    state = steps.create_state(CONFIG, tx, mesh, rules, seed=0)
+    _, shardings = steps.state_shardings(CONFIG, tx, mesh, rules)
+    step = steps.jit_train_step(steps.make_train_step(CONFIG, tx, schedule, num_microbatches=microbatches),
+                                shardings, mesh)
+    losses = []
+    with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
+        for batch in batches:
+            batch = jax.device_put(batch, partitioning.batch_sharding(mesh))
+            state, metrics = step(state, batch)
+            losses.append(float(metrics["loss"]))
+    return losses, jax.device_get(state.params), state
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return run((1, 1, 1), make_batches(3))
+
+
+@pytest.mark.parametrize("mesh_shape", [(8, 1, 1), (2, 2, 2), (1, 8, 1), (1, 2, 4)])
+def test_meshes_match_single_device(reference, mesh_shape):
+    losses, params, _ = run(mesh_shape, make_batches(3))
+    np.testing.assert_allclose(losses, reference[0], rtol=2e-5)
+    for (path, got), want in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(reference[1])):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4, err_msg=jax.tree_util.keystr(path))
+
+
+def test_state_is_created_sharded():
+    _, _, state = run((1, 8, 1), make_batches(1))
+    layer = state.params["albert"]["encoder"]["shared_layer"]
+    ffn_kernel = layer["ffn"]["kernel"]  # [copies, hidden, mlp]: hidden on fsdp, mlp on tensor (size 1 here)
+    assert ffn_kernel.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
+    assert len({s.device for s in ffn_kernel.addressable_shards}) == 8
+    assert ffn_kernel.addressable_shards[0].data.shape == (CONFIG.num_ffn_copies, CONFIG.hidden_size // 8, 64)
+
+
+def test_microbatches_match_full_batch(reference):
+    losses, params, _ = run((2, 1, 1), make_batches(3), microbatches=2)
+    np.testing.assert_allclose(losses, reference[0], rtol=2e-5)
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(reference[1])):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
+
+
+def test_nonfinite_update_is_skipped():
+    batches = make_batches(2)
+    batches[1]["masked_lm_weights"] = batches[1]["masked_lm_weights"] * np.float32("nan")
+    losses, params, state = run((1, 1, 1), batches)
+    _, params_one, _ = run((1, 1, 1), batches[:1])
+    assert np.isfinite(losses[0]) and not np.isfinite(losses[1])
+    assert int(state.nonfinite_streak) == 1 and int(state.nonfinite_total) == 1
+    for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(params_one)):
+        np.testing.assert_array_equal(got, want)
