@@ -89,7 +89,15 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
     data_dir = os.path.join(str(manager.directory), str(step), DATA)
     if with_iterator and os.path.isdir(data_dir):
         items[DATA] = grain.checkpoint.CheckpointRestore(sink)
-    restored = manager.restore(step, args=ocp.args.Composite(**items))
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
+    except (OSError, ValueError, KeyError) as error:
+        older = [s for s in manager.all_steps() if s < step]
+        hint = f" or restore an older one with --step={max(older)}" if older else ""
+        raise RuntimeError(
+            f"Checkpoint {manager.directory}/{step} is damaged or incompatible with this model "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:300]}). Delete that directory{hint}; "
+            f"if the model config changed, restore with the config.gin saved in the workdir.") from error
     iterator_state = json.loads(sink.state) if sink.state is not None else None
     return step, restored[STATE], iterator_state, restored[CONFIG]
 
