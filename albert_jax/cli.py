@@ -57,6 +57,9 @@ def main(argv: Sequence[str]) -> int:
         args = build_parser().parse_args(rest)
         mode = "describe" if args.describe else args.mode
         gin_files = args.gin_file or default_gin_files()
+        saved_config = os.path.join(args.workdir or "", "config.gin")
+        if mode == "eval" and not args.gin_file and args.workdir and os.path.exists(saved_config):
+            gin_files = [saved_config]  # evaluate a run with the config it was trained with
         _import_configurables()
         gin_setup.parse(gin_files, bindings)
         AlbertConfig()  # validate the model config now, before any work starts
@@ -92,5 +95,5 @@ def _default_workdir() -> str:
 
 def _import_configurables() -> None:
     """Imports every module that registers gin configurables, so bindings to any of them parse."""
-    from albert_jax import checkpoint, describe, metrics, optim, partitioning, train  # noqa: F401
+    from albert_jax import checkpoint, describe, evaluate, metrics, optim, partitioning, train  # noqa: F401
     from albert_jax.input import loader  # noqa: F401

@@ -277,20 +277,27 @@ class AlbertForPreTraining(nn.Module):
 
 
 def metric_sums(mlm_logits: Array, sentence_logits: Array, batch: dict[str, Array]) -> dict[str, Array]:
-    """Per-batch sums (not means) of the pretraining metrics, so that batches and hosts add up exactly."""
-    weights = batch["masked_lm_weights"].astype(jnp.float32)
+    """Per-batch sums (not means) of the pretraining metrics, so that batches and hosts add up exactly.
+
+    `example_weights` (optional, [B]) is 0 for padding rows (the end of a finite eval pass, unreadable
+    records): such rows count toward nothing.
+    """
+    labels = batch["sentence_labels"].reshape(-1)
+    example_weights = batch.get("example_weights")
+    example_weights = (jnp.ones(labels.shape, jnp.float32) if example_weights is None
+                       else example_weights.reshape(-1).astype(jnp.float32))
+    weights = batch["masked_lm_weights"].astype(jnp.float32) * example_weights[:, None]
     mlm_logits = mlm_logits.astype(jnp.float32)
     nll = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
-    labels = batch["sentence_labels"].reshape(-1)
     sentence_logits = sentence_logits.astype(jnp.float32)
     sentence_nll = optax.softmax_cross_entropy_with_integer_labels(sentence_logits, labels)
     return {
         "masked_lm_loss_sum": (nll * weights).sum(),
         "masked_lm_correct": ((mlm_logits.argmax(-1) == batch["masked_lm_ids"]) * weights).sum(),
         "masked_tokens": weights.sum(),
-        "sentence_order_loss_sum": sentence_nll.sum(),
-        "sentence_order_correct": (sentence_logits.argmax(-1) == labels).sum().astype(jnp.float32),
-        "examples": jnp.asarray(labels.shape[0], jnp.float32),
+        "sentence_order_loss_sum": (sentence_nll * example_weights).sum(),
+        "sentence_order_correct": ((sentence_logits.argmax(-1) == labels) * example_weights).sum(),
+        "examples": example_weights.sum(),
     }
 
 
