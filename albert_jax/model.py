@@ -327,8 +327,12 @@ def pretraining_loss(mlm_logits: Array, sentence_logits: Array, batch: dict[str,
 
 def init_params(config: AlbertConfig, rng: Array, batch_size: int = 1, seq_length: int = 8,
                 num_predictions: int = 2) -> Any:
-    """Boxed parameters of AlbertForPreTraining (wrap in jax.eval_shape to get shapes only)."""
+    """Boxed parameters of AlbertForPreTraining (wrap in jax.eval_shape to get shapes only).
+
+    Jitted: op-by-op initialization of the scanned model is many times slower than one compiled call.
+    """
     model = AlbertForPreTraining(config)
     ids = jnp.zeros((batch_size, seq_length), jnp.int32)
     positions = jnp.zeros((batch_size, num_predictions), jnp.int32)
-    return model.init(rng, ids, jnp.ones_like(ids), ids, positions, deterministic=True)["params"]
+    init = jax.jit(lambda key: model.init(key, ids, jnp.ones_like(ids), ids, positions, deterministic=True))
+    return init(rng)["params"]
