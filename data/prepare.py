@@ -12,13 +12,39 @@ albert_jax/input/corpus.py). A summary of what was read and repaired is printed 
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 import time
 
-from albert_jax.input.corpus import (CorpusStats, EmptyCorpusError, add_source_arguments, prepare_corpus,
-                                     source_from_arguments)
+from albert_jax.input.corpus import CorpusStats, EmptyCorpusError, TextFiles, TfdsCorpus, prepare_corpus
 from albert_jax.input.tokenizer import VocabError
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line options that choose a source: local text files or a prepared TFDS dataset."""
+    group = parser.add_argument_group("corpus source (give --input or --tfds_name)")
+    group.add_argument("--input", nargs="+", default=[], help="text files or glob patterns")
+    group.add_argument("--input_format", default="sentences", choices=["sentences", "documents"],
+                       help="sentences: one per line, blank line between documents; documents: one per line")
+    group.add_argument("--max_line_bytes", type=int, default=1 << 20, help="longer input lines are split")
+    group.add_argument("--tfds_name", help="TFDS dataset, e.g. wikipedia/20230601.en, c4/en, albert_text/sentences")
+    group.add_argument("--tfds_data_dir", help="TFDS data dir holding the prepared dataset")
+    group.add_argument("--tfds_split", default="train")
+    group.add_argument("--text_feature", default="text", help="name of the dataset's text feature")
+    group.add_argument("--tfds_sentences", default="rule", choices=["rule", "lines"],
+                       help="rule: split each line of the text into sentences; lines: each line is a sentence "
+                            "(use for albert_text)")
+
+
+def source_from_arguments(args: argparse.Namespace) -> TextFiles | TfdsCorpus:
+    """The source that `add_source_arguments` options describe; globs are expanded and sorted."""
+    if bool(args.input) == bool(args.tfds_name):
+        raise SystemExit("give either --input (text files) or --tfds_name (a prepared TFDS dataset)")
+    if args.tfds_name:
+        return TfdsCorpus(args.tfds_name, args.tfds_data_dir, args.tfds_split, args.text_feature, args.tfds_sentences)
+    paths = [path for pattern in args.input for path in (sorted(glob.glob(pattern)) or [pattern])]
+    return TextFiles(tuple(paths), args.input_format, args.max_line_bytes)
 
 
 def main() -> None:
@@ -32,13 +58,13 @@ def main() -> None:
     parser.add_argument("--shard_mb", type=int, default=256, help="approximate size of one output file")
     parser.add_argument("--overwrite", action="store_true", help="replace a corpus already in --output_dir")
     args = parser.parse_args()
-    source = source_from_arguments(args)
     start = time.perf_counter()
     try:
+        source = source_from_arguments(args)
         info = prepare_corpus(source, args.vocab, args.output_dir, eval_fraction=args.eval_fraction,
                               workers=args.workers, max_sentence_chars=args.max_sentence_chars,
                               shard_bytes=args.shard_mb << 20, overwrite=args.overwrite)
-    except (VocabError, EmptyCorpusError, FileExistsError, FileNotFoundError) as error:
+    except (VocabError, EmptyCorpusError, FileExistsError, FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
     stats = CorpusStats(**info["stats"])
     print(f"prepared {args.output_dir} in {time.perf_counter() - start:.1f} s\n{stats.report()}")

@@ -10,8 +10,11 @@ and the trainer samples --input_sentence_size sentences uniformly from the whole
 from __future__ import annotations
 
 import argparse
+import sys
 
-from albert_jax.input.corpus import CorpusStats, add_source_arguments, source_from_arguments
+from prepare import add_source_arguments, source_from_arguments  # data/prepare.py, next to this script
+
+from albert_jax.input.corpus import CorpusStats
 from albert_jax.input.tokenizer import Tokenizer, train_vocab
 
 
@@ -25,11 +28,15 @@ def main() -> None:
     parser.add_argument("--character_coverage", type=float, default=0.99995)
     parser.add_argument("--num_threads", type=int, default=None)
     args = parser.parse_args()
-    source = source_from_arguments(args)
     stats = CorpusStats()
-    sentences = (s for document in source.documents(stats) for s in document.sentences())
-    summary = train_vocab(sentences, args.model_prefix, args.vocab_size, input_sentence_size=args.input_sentence_size,
-                          character_coverage=args.character_coverage, num_threads=args.num_threads)
+    try:
+        source = source_from_arguments(args)
+        sentences = (s for document in source.documents(stats) for s in document.sentences())
+        summary = train_vocab(sentences, args.model_prefix, args.vocab_size,
+                              input_sentence_size=args.input_sentence_size,
+                              character_coverage=args.character_coverage, num_threads=args.num_threads)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
     tokenizer = Tokenizer(summary["model"])
     learned = [tokenizer.id_to_piece(i) for i in range(13, min(33, tokenizer.vocab_size))]
     print(f"vocabulary {summary['model']}: {tokenizer.vocab_size} pieces, trained in {summary['seconds']:.1f} s on "

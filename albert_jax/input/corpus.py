@@ -21,9 +21,7 @@ order, sharding or the number of processes.
 from __future__ import annotations
 
 import collections
-import argparse
 import dataclasses
-import glob
 import hashlib
 import json
 import multiprocessing
@@ -65,6 +63,7 @@ class CorpusStats:
     invalid_utf8: int = 0
     long_lines_split: int = 0
     long_sentences_split: int = 0
+    long_documents_split: int = 0
     tokens: int = 0
     unk_tokens: int = 0
     documents: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
@@ -90,7 +89,8 @@ class CorpusStats:
             f"empty sentences dropped (nothing left after normalization): {self.empty_sentences}",
             f"lines/documents with invalid UTF-8, decoded with U+FFFD: {self.invalid_utf8}",
             f"over-long input lines split: {self.long_lines_split}; "
-            f"over-long sentences split at whitespace: {self.long_sentences_split}",
+            f"over-long sentences split at whitespace: {self.long_sentences_split}; "
+            f"over-long documents split: {self.long_documents_split}",
             f"<unk> tokens: {self.unk_tokens} ({unk_rate:.3%})",
         ]
         if unk_rate > 0.005:
@@ -197,11 +197,13 @@ def read_lines(path: str, stats: CorpusStats, advance: Advance = lambda n: None,
 @dataclasses.dataclass(frozen=True)
 class TextFiles:
     """Local text files: `fmt` "sentences" (one per line, blank line between documents) or "documents" (one per
-    line)."""
+    line). A line over `max_line_bytes` is cut into several (see `read_lines`); a document over
+    `max_document_chars` is cut into several, so that no input holds more than that in memory."""
 
     paths: tuple[str, ...]
     fmt: str = "sentences"
     max_line_bytes: int = 1 << 20
+    max_document_chars: int = 1 << 23
 
     def __post_init__(self) -> None:
         if self.fmt not in ("sentences", "documents"):
@@ -228,12 +230,15 @@ class TextFiles:
             yield from (RawDocument((line,), paragraphs=True) for line in lines)
             return
         current: list[str] = []
+        chars = 0
         for line in lines:
             if line.strip():
                 current.append(line)
-            elif current:
+                chars += len(line)
+            if current and (not line.strip() or chars > self.max_document_chars):
+                stats.long_documents_split += chars > self.max_document_chars
                 yield RawDocument(tuple(current), paragraphs=False)
-                current = []
+                current, chars = [], 0
         if current:
             yield RawDocument(tuple(current), paragraphs=False)
 
@@ -259,7 +264,8 @@ class TfdsCorpus:
             builder = tfds.builder(self.name, data_dir=self.data_dir)
         except Exception as error:
             raise FileNotFoundError(f"TFDS dataset {self.name!r} is not available in data_dir {self.data_dir!r} "
-                                    f"({error}); prepare it first (e.g. `tfds build {self.name} --data_dir ...`)")
+                                    f"({error}); prepare it first (e.g. `tfds build {self.name} --data_dir ...`)"
+                                    ) from error
         if not builder.is_prepared():
             raise FileNotFoundError(f"TFDS dataset {self.name!r} is not prepared in {builder.data_dir}; prepare it "
                                     f"with `tfds build` or builder.download_and_prepare()")
@@ -288,32 +294,6 @@ class TfdsCorpus:
             text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
             stats.invalid_utf8 += "\ufffd" in text
             yield RawDocument(tuple(text.split("\n")), paragraphs=self.sentences == "rule")
-
-
-def add_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """Command-line options that choose a source: local text files or a prepared TFDS dataset."""
-    group = parser.add_argument_group("corpus source (give --input or --tfds_name)")
-    group.add_argument("--input", nargs="+", default=[], help="text files or glob patterns")
-    group.add_argument("--input_format", default="sentences", choices=["sentences", "documents"],
-                       help="sentences: one per line, blank line between documents; documents: one per line")
-    group.add_argument("--max_line_bytes", type=int, default=1 << 20, help="longer input lines are split")
-    group.add_argument("--tfds_name", help="TFDS dataset, e.g. wikipedia/20230601.en, c4/en, albert_text/sentences")
-    group.add_argument("--tfds_data_dir", help="TFDS data dir holding the prepared dataset")
-    group.add_argument("--tfds_split", default="train")
-    group.add_argument("--text_feature", default="text", help="name of the dataset's text feature")
-    group.add_argument("--tfds_sentences", default="rule", choices=["rule", "lines"],
-                       help="rule: split each line of the text into sentences; lines: each line is a sentence "
-                            "(use for albert_text)")
-
-
-def source_from_arguments(args: argparse.Namespace) -> TextFiles | TfdsCorpus:
-    """The source that `add_source_arguments` options describe; globs are expanded and sorted."""
-    if bool(args.input) == bool(args.tfds_name):
-        raise SystemExit("give either --input (text files) or --tfds_name (a prepared TFDS dataset)")
-    if args.tfds_name:
-        return TfdsCorpus(args.tfds_name, args.tfds_data_dir, args.tfds_split, args.text_feature, args.tfds_sentences)
-    paths = [path for pattern in args.input for path in (sorted(glob.glob(pattern)) or [pattern])]
-    return TextFiles(tuple(paths), args.input_format, args.max_line_bytes)
 
 
 def is_eval_document(sentences: Sequence[str], eval_fraction: float) -> bool:
@@ -401,13 +381,17 @@ class _ShardWriter:
             self._writer = None
 
 
-def _chunks(items: Iterable[RawDocument], size: int) -> Iterator[list[RawDocument]]:
+def _chunks(items: Iterable[RawDocument], max_documents: int, max_chars: int = 1 << 22
+            ) -> Iterator[list[RawDocument]]:
+    """Groups documents for the workers, at most `max_documents` or about `max_chars` characters per group."""
     chunk: list[RawDocument] = []
+    chars = 0
     for item in items:
         chunk.append(item)
-        if len(chunk) == size:
+        chars += sum(len(line) for line in item.lines)
+        if len(chunk) == max_documents or chars >= max_chars:
             yield chunk
-            chunk = []
+            chunk, chars = [], 0
     if chunk:
         yield chunk
 
@@ -453,7 +437,7 @@ def prepare_corpus(source: TextFiles | TfdsCorpus, vocab_path: str, output_dir: 
     stats = CorpusStats()
     writers = {split: _ShardWriter(output_dir, split, shard_bytes) for split in SPLITS}
     total, unit = source.progress_total()
-    with tqdm(total=total, unit=unit, unit_scale=True, disable=not progress, desc="preparing") as bar:
+    with tqdm(total=total, unit=unit, unit_scale=unit == "B", disable=not progress, desc="preparing") as bar:
         chunks = _chunks(source.documents(stats, bar.update), chunk_documents)
         for records, chunk_stats in _processed(chunks, (vocab_path, eval_fraction, max_sentence_chars), workers):
             stats.merge(chunk_stats)

@@ -165,25 +165,28 @@ class Tokenizer:
     def word_start_table(self) -> np.ndarray:
         """Boolean array over ids: True where a piece begins a word, for whole-word masking.
 
-        A piece begins a word when it starts with "▁"; when it is a special piece (control, unknown, unused or
-        user-defined: <pad> <unk> [CLS] [SEP] [MASK] ( ) " - . – £ €); when all its characters are punctuation or
-        symbols (Unicode categories P* and S*, e.g. "," or "'"); or when it contains a character that is neither a
-        Latin letter, a digit nor punctuation (CJK, Greek, ...: such text is treated one piece per word, as the
-        original does for "foreign characters"). Deliberate difference from the original generator: it compares
-        characters against a-z only, so a digit continuation such as "99" in "▁19" "99" counts as a word start
-        there; here digits belong to the word they continue.
+        Special pieces (control, unknown, unused, user-defined: <pad> <unk> [CLS] [SEP] [MASK] ( ) " - . – £ €)
+        begin a word; every other piece is classified by `piece_starts_word`.
         """
-        table = np.zeros(self.vocab_size, dtype=bool)
         processor = self._processor
-        for token_id in range(self.vocab_size):
-            piece = processor.id_to_piece(token_id)
-            special = (processor.is_control(token_id) or processor.is_unknown(token_id)
-                       or processor.is_unused(token_id) or piece in USER_DEFINED_SYMBOLS)
-            foreign = any(not (_is_latin_letter(c) or c.isdigit() or _is_punctuation(c)) for c in piece)
-            table[token_id] = (special or piece.startswith(WORD_BOUNDARY) or foreign
-                               or all(_is_punctuation(c) for c in piece))
-        return table
+        return np.array([processor.is_control(i) or processor.is_unknown(i) or processor.is_unused(i)
+                         or processor.id_to_piece(i) in USER_DEFINED_SYMBOLS
+                         or piece_starts_word(processor.id_to_piece(i)) for i in range(self.vocab_size)], dtype=bool)
 
+
+def piece_starts_word(piece: str) -> bool:
+    """Whether a (non-special) piece begins a word.
+
+    True when it starts with "▁"; when all its characters are punctuation or symbols (Unicode categories P* and
+    S*, e.g. "," or "'"); or when it contains a character that is neither a Latin letter, a digit nor
+    punctuation (CJK, Greek, ...: such text counts one piece per word, as the original does for "foreign
+    characters"). Deliberate difference from the original generator: it compares characters against a-z only, so
+    a digit continuation such as "99" in "▁19" "99" counts as a word start there; here digits belong to the word
+    they continue.
+    """
+    if piece.startswith(WORD_BOUNDARY) or all(_is_punctuation(c) for c in piece):
+        return True
+    return any(not (_is_latin_letter(c) or c.isdigit() or _is_punctuation(c)) for c in piece)
 
 def train_vocab(sentences: Iterable[str], model_prefix: str, vocab_size: int, *, input_sentence_size: int = 2_000_000,
                 character_coverage: float = 0.99995, num_threads: int | None = None, seed: int = 12345,
@@ -217,7 +220,8 @@ def train_vocab(sentences: Iterable[str], model_prefix: str, vocab_size: int, *,
             shuffle_input_sentence=True, max_sentence_length=1 << 16, num_threads=num_threads or os.cpu_count(),
             minloglevel=2)
     except RuntimeError as error:
-        raise ValueError(f"SentencePiece training failed on {counts['sentences']} sentences: {str(error).rstrip('.')}. A vocab_size "
+        message = str(error).rstrip(".")
+        raise ValueError(f"SentencePiece training failed on {counts['sentences']} sentences: {message}. A vocab_size "
                          f"too large for the text fails this way: use a smaller --vocab_size or more text") from None
     model_path = model_prefix + ".model"
     Tokenizer(model_path)

@@ -6,11 +6,11 @@ example's `text` holds the document's sentences one per line, so read it back wi
 `TfdsCorpus(..., sentences="lines")`. Input files are the `*.txt` files under the manual dir (searched
 recursively, sorted). Everything goes into the `train` split: corpus preparation decides train/eval per document.
 
-Build (from the repository root):
+Build (from the repository root; the `tfds build` CLI would need apache_beam, which is not installed):
   PYTHONPATH=. python data/albert_text/albert_text.py --manual_dir <dir of .txt> --data_dir <tfds dir> \
-      [--config sentences|documents]
-or with the TFDS CLI: `PYTHONPATH=. tfds build data/albert_text --config sentences --manual_dir ... \
-      --data_dir ... --file_format array_record`.
+      [--config sentences|documents] [--file_format array_record|tfrecord]
+Read it back like any TFDS dataset: `tfds.builder("albert_text/sentences", data_dir=<tfds dir>)`, which works
+without importing this module (TFDS reads the prepared files' metadata).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class AlbertText(tfds.core.GeneratorBasedBuilder):
         manual_dir = os.fspath(dl_manager.manual_dir)
         paths = sorted(glob.glob(os.path.join(manual_dir, "**", "*.txt"), recursive=True))
         if not paths:
-            raise FileNotFoundError(f"no *.txt files under manual dir {manual_dir}; {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            raise FileNotFoundError(f"no *.txt files under manual dir {manual_dir}; "
+                                    f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
         return {"train": self._generate_examples(paths)}
 
     def _generate_examples(self, paths: list[str]):
@@ -65,9 +66,11 @@ class AlbertText(tfds.core.GeneratorBasedBuilder):
                      index, stats.files, stats.blank_documents, stats.invalid_utf8, stats.long_lines_split)
 
 
-def build(manual_dir: str, data_dir: str, config: str = "sentences") -> tfds.core.DatasetBuilder:
-    """Prepares `albert_text/<config>` from `manual_dir` into `data_dir` as ArrayRecord (random access)."""
-    builder = AlbertText(config=config, data_dir=data_dir, file_format="array_record")
+def build(manual_dir: str, data_dir: str, config: str = "sentences",
+          file_format: str = "array_record") -> tfds.core.DatasetBuilder:
+    """Prepares `albert_text/<config>` from `manual_dir` into `data_dir`, as ArrayRecord (random access) unless
+    another TFDS file format is asked for."""
+    builder = AlbertText(config=config, data_dir=data_dir, file_format=file_format)
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder
 
@@ -77,8 +80,9 @@ def main() -> None:
     parser.add_argument("--manual_dir", required=True, help="directory holding the *.txt corpus files")
     parser.add_argument("--data_dir", required=True, help="TFDS data dir to write the prepared dataset into")
     parser.add_argument("--config", default="sentences", choices=["sentences", "documents"])
+    parser.add_argument("--file_format", default="array_record", choices=["array_record", "tfrecord"])
     args = parser.parse_args()
-    builder = build(args.manual_dir, args.data_dir, args.config)
+    builder = build(args.manual_dir, args.data_dir, args.config, args.file_format)
     print(f"prepared {builder.info.full_name} in {builder.data_dir}: "
           f"{builder.info.splits['train'].num_examples} documents")
 
