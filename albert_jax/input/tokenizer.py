@@ -99,7 +99,11 @@ class Tokenizer:
         return self._processor.get_piece_size()
 
     def sha256(self) -> str:
-        """Hex digest of the model file, recorded with prepared data to detect a mismatched vocabulary later."""
+        """Hex digest of the model file, recorded with prepared data to detect a mismatched vocabulary later.
+
+        The file includes the path prefix it was trained to, so the same vocabulary retrained under another name
+        gets another digest (a conservative mismatch); copying or moving the file keeps it.
+        """
         with open(self.path, "rb") as handle:
             return hashlib.sha256(handle.read()).hexdigest()
 
