@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from albert_jax import checkpoint, metrics, optim, partitioning
+from albert_jax import checkpoint, data_setup, metrics, optim, partitioning
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
@@ -34,15 +34,16 @@ class Evaluator:
     """Runs the jitted eval step over one pass of the eval split and reduces the sums on the host."""
 
     def __init__(self, config: AlbertConfig, mesh: Mesh, rules: Any, params_sharding: Any,
-                 batch_size: int = 32, max_batches: int | None = None) -> None:
+                 input_config: input_loader.InputConfig | None = None, batch_size: int = 32,
+                 max_batches: int | None = None) -> None:
         """batch_size: global eval batch; max_batches: stop early (None = the whole split)."""
-        self.mesh, self.rules = mesh, rules
+        self.mesh, self.rules, self.input_config = mesh, rules, input_config
         self.batch_size, self.max_batches = batch_size, max_batches
         self._step = jax.jit(steps.make_eval_step(config), in_shardings=(params_sharding,
                              partitioning.batch_sharding(mesh)), out_shardings=partitioning.replicated(mesh))
 
     def evaluate(self, params: Any) -> dict[str, float]:
-        loader = input_loader.make_loader(split="eval", global_batch_size=self.batch_size)
+        loader = input_loader.make_loader(split="eval", global_batch_size=self.batch_size, config=self.input_config)
         totals: dict[str, float] = {}
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(list(self.rules)):
             for index, local in enumerate(loader):
@@ -115,7 +116,7 @@ def evaluate_checkpoints(workdir: str, step: int | None = None, continuous: bool
         for target in todo:
             restored_step, params, sharding = restore_params(workdir, mesh, rules, target)
             if evaluator is None:
-                evaluator = Evaluator(AlbertConfig(), mesh, rules, sharding)
+                evaluator = Evaluator(AlbertConfig(), mesh, rules, sharding, input_config=data_setup.prepare_data())
             results[restored_step] = evaluator.run_and_record(params, restored_step, workdir)
             print(json.dumps({"step": restored_step, **results[restored_step]}), flush=True)
             last_new = time.time()

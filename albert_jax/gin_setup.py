@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import logging
 import os
 import re
 from typing import Iterable, Sequence
@@ -57,6 +58,8 @@ def parse(gin_files: Sequence[str], bindings: Iterable[str], search_paths: Seque
     files can say `models/tiny.gin`).
     """
     gin.clear_config()
+    # gin logs an ERROR for every search-path miss while resolving `include`; only its exceptions matter.
+    logging.getLogger().setLevel(logging.CRITICAL)
     for path in [EXPERIMENTS_DIR, os.path.dirname(EXPERIMENTS_DIR), *search_paths]:
         gin.add_config_file_search_path(path)
     for path in gin_files:
@@ -77,6 +80,8 @@ def parse(gin_files: Sequence[str], bindings: Iterable[str], search_paths: Seque
         gin.finalize()
     except Exception as error:
         raise _explain(error, "finalizing the gin config") from error
+    finally:
+        logging.getLogger().setLevel(logging.WARNING)
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from albert_jax import checkpoint, describe, metrics, optim, partitioning
+from albert_jax import checkpoint, data_setup, describe, metrics, optim, partitioning
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
@@ -83,9 +83,11 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
     tx = optim.make_optimizer(abstract_boxed)
     schedule = optim.make_schedule()
     abstract_state, state_sharding = steps.state_shardings(config, tx, mesh, rules)
+    input_config = prepared_input_config()
+    check_vocab(config, input_config)
     loader = input_loader.make_loader(split="train", global_batch_size=global_batch_size,
                                       process_index=jax.process_index(), process_count=jax.process_count(),
-                                      seed=seed)
+                                      seed=seed, config=input_config)
     manager = checkpoint.make_manager(workdir)
     if manager.latest_step() is not None:
         start_step, state, iterator_state, _ = checkpoint.restore(
@@ -103,7 +105,8 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
     report = describe.describe()
     seq_length = loader.seq_length
     step_fn = steps.jit_train_step(
-        steps.make_train_step(config, tx, schedule, input_loader.sentence_loss_weight(), num_microbatches),
+        steps.make_train_step(config, tx, schedule, input_loader.sentence_loss_weight(config=input_config),
+                              num_microbatches),
         state_sharding, mesh)
     throughput = metrics.Throughput(global_batch_size * seq_length, report["train_flops_per_token"],
                                     num_train_steps, start_step)
@@ -113,7 +116,7 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
     if eval_every:
         from albert_jax import evaluate
 
-        evaluator = evaluate.Evaluator(config, mesh, rules, state_sharding.params)
+        evaluator = evaluate.Evaluator(config, mesh, rules, state_sharding.params, input_config=input_config)
     print(f"Training {report['params_with_heads']:,} parameters on {jax.device_count()} devices "
           f"(mesh {dict(mesh.shape)}), batch {global_batch_size} x {seq_length}, steps {start_step} -> "
           f"{num_train_steps}.", flush=True)
@@ -138,7 +141,7 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
                     f"{max_nonfinite_streak} consecutive updates had a non-finite loss or gradient (last at step "
                     f"{step}); parameters are unchanged since the last finite step. Lower the learning rate, "
                     f"check the data, or raise train.max_nonfinite_streak.")
-            previous_streak = state.nonfinite_streak
+            previous_streak = step_metrics["nonfinite_streak"]  # read one step late: no sync on the hot path
             if step % log_every == 0 or step == num_train_steps:
                 host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
                 host.update(throughput.mark(step), skipped_total=float(state.nonfinite_total))
@@ -161,6 +164,26 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
     writer.close()
     preemption.restore()
     return last
+
+
+def prepared_input_config() -> input_loader.InputConfig:
+    """Process 0 prepares missing data (corpus, vocab, instances); the others wait, then find it ready."""
+    if jax.process_index() == 0:
+        input_config = data_setup.prepare_data()
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("albert_jax: data prepared")
+    if jax.process_index() != 0:
+        input_config = data_setup.prepare_data()
+    return input_config
+
+
+def check_vocab(config: AlbertConfig, input_config: input_loader.InputConfig) -> None:
+    """The data's vocabulary must fit the model's embedding table."""
+    data_vocab = input_loader.load_dataset_info(input_config.train_dir)["vocab_size"]
+    if data_vocab > config.vocab_size:
+        raise ValueError(f"The training data uses a {data_vocab}-piece vocabulary but AlbertConfig.vocab_size is "
+                         f"{config.vocab_size}: bind AlbertConfig.vocab_size = {data_vocab} (or use a smaller "
+                         f"vocabulary).")
 
 
 def _run_info(config: AlbertConfig) -> dict[str, Any]:

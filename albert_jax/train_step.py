@@ -82,7 +82,7 @@ def make_train_step(config: AlbertConfig, tx: optax.GradientTransformation,
         new_state = state.replace(
             step=state.step + 1, params=keep(new_params, state.params), opt_state=keep(new_opt_state, state.opt_state),
             nonfinite_streak=streak, nonfinite_total=state.nonfinite_total + (~finite).astype(jnp.int32))
-        metrics = dict(metrics, learning_rate=schedule(state.step), grad_norm=grad_norm,
+        metrics = dict(metrics, learning_rate=schedule(state.step), grad_norm=grad_norm, nonfinite_streak=streak,
                        update_skipped=(~finite).astype(jnp.float32), param_norm=optax.tree.norm(state.params))
         return new_state, metrics
 
