@@ -293,8 +293,10 @@ def accumulate_gradients(loss_fn: LossFn, params: PyTree, batch: dict[str, Array
     batch and handed to `loss_fn`, which returns its microbatch's share of the full-batch loss (see
     `pretraining_loss_share`). Gradients and metrics are then plain sums over microbatches, so the result
     equals the full-batch gradient exactly in math (up to float summation order), however unevenly the
-    masked_lm_weights fall. Contiguous slices are scanned with `lax.scan` (one traced body); each microbatch
-    gets its own dropout key from `jax.random.split(rng, num_microbatches)`. Gradients are summed in float32
+    masked_lm_weights fall. Microbatch k takes rows k, k + n, k + 2n, ... (strided, not contiguous): with the
+    batch sharded over data-parallel devices on its leading axis, every device then holds its own share of
+    every microbatch and the split needs no communication. Microbatches are scanned with `lax.scan` (one
+    traced body); each microbatch gets its own dropout key from `jax.random.split(rng, num_microbatches)`. Gradients are summed in float32
     and returned in the parameters' dtypes. Use inside jit, then apply one optimizer update.
     """
     leaves = jax.tree.leaves(batch)
@@ -308,8 +310,8 @@ def accumulate_gradients(loss_fn: LossFn, params: PyTree, batch: dict[str, Array
     if num_microbatches == 1:
         return grad_fn(params, batch, rngs[0], totals)
 
-    micro = jax.tree.map(lambda x: x.reshape((num_microbatches, batch_size // num_microbatches) + x.shape[1:]),
-                         batch)
+    micro = jax.tree.map(
+        lambda x: x.reshape((batch_size // num_microbatches, num_microbatches) + x.shape[1:]).swapaxes(0, 1), batch)
 
     def step(carry: tuple[PyTree, dict[str, Array]], xs: tuple[dict[str, Array], Array]) -> tuple[Any, None]:
         grads, metrics = grad_fn(params, xs[0], xs[1], totals)

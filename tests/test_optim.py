@@ -243,7 +243,8 @@ def test_gin_files(boxed: Any, gin_file: str, optimizer: str) -> None:
 def tiny_batch() -> dict[str, jax.Array]:
     rng = np.random.default_rng(3)
     batch_size, length, predictions = 8, 8, 3
-    counts = [3, 3, 3, 2, 1, 0, 0, 0]  # microbatches of 2 hold 6, 5, 1, 0 masked tokens: very uneven
+    # Microbatch k holds rows k, k + n, ...: 4 of them hold 6, 0, 5, 1 masked tokens, 2 hold 11 and 1.
+    counts = [3, 0, 3, 0, 3, 0, 2, 1]
     weights = np.array([[1.0] * c + [0.0] * (predictions - c) for c in counts], np.float32)
     return {
         "input_ids": jnp.asarray(rng.integers(5, 50, (batch_size, length)), jnp.int32),
