@@ -12,6 +12,8 @@ from albert_jax import gin_setup
 from albert_jax.config import AlbertConfig
 
 MODES = ("train", "eval", "describe")
+# Errors the project raises with a message that names the problem and the fix: shown without a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, RuntimeError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +62,7 @@ def main(argv: Sequence[str]) -> int:
         saved_config = os.path.join(args.workdir or "", "config.gin")
         if mode == "eval" and not args.gin_file and args.workdir and os.path.exists(saved_config):
             gin_files = [saved_config]  # evaluate a run with the config it was trained with
-        _import_configurables()
+        gin_setup.import_configurables()
         gin_setup.parse(gin_files, bindings)
         AlbertConfig()  # validate the model config now, before any work starts
     except ValueError as error:  # GinConfigError included: the message names the binding and the fix
@@ -72,15 +74,23 @@ def main(argv: Sequence[str]) -> int:
         print(json.dumps(describe.describe(), indent=2))
         return 0
     workdir = args.workdir or _default_workdir()
-    init_distributed(args)
-    if mode == "train":
-        from albert_jax import train
+    try:
+        init_distributed(args)
+        if mode == "train":
+            from albert_jax import train
 
-        train.train(workdir)
-        return 0
-    from albert_jax import evaluate
+            train.train(workdir)
+        else:
+            from albert_jax import evaluate
 
-    evaluate.evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous)
+            evaluate.evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous)
+    except USER_ERRORS as error:
+        if os.environ.get("ALBERT_JAX_DEBUG"):
+            raise
+        message = str(error).split("\n  In call to configurable")[0]
+        print(f"error ({type(error).__name__}): {message}\n(set ALBERT_JAX_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -91,9 +101,3 @@ def _default_workdir() -> str:
         return gin.query_parameter("%WORKDIR")
     except ValueError:
         return os.path.join("runs", "default")
-
-
-def _import_configurables() -> None:
-    """Imports every module that registers gin configurables, so bindings to any of them parse."""
-    from albert_jax import checkpoint, describe, evaluate, metrics, optim, partitioning, train  # noqa: F401
-    from albert_jax.input import loader  # noqa: F401

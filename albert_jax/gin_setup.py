@@ -19,6 +19,13 @@ class GinConfigError(ValueError):
     """A gin file or binding that cannot be applied; the message says what and how to fix it."""
 
 
+def import_configurables() -> None:
+    """Imports every module that registers gin configurables, so a binding to any of them parses."""
+    from albert_jax import checkpoint, data_setup, describe, evaluate, metrics, optim, partitioning  # noqa: F401
+    from albert_jax import train  # noqa: F401
+    from albert_jax.input import loader  # noqa: F401
+
+
 def known_bindings() -> list[str]:
     """Every `Configurable.parameter` name gin knows about (for suggestions)."""
     names = []

@@ -152,7 +152,8 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
                 evaluator.run_and_record(state.params, step, workdir)
             checkpoint.save(manager, step, state, loader.get_state(), _run_info(config))
             if preemption.any_process_requested():
-                checkpoint.save(manager, step, state, loader.get_state(), _run_info(config), force=True)
+                if manager.latest_step() != step:
+                    checkpoint.save(manager, step, state, loader.get_state(), _run_info(config), force=True)
                 manager.wait_until_finished()
                 print(f"SIGTERM: saved step {step} to {workdir}; exiting cleanly.", flush=True)
                 break

@@ -14,7 +14,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from albert_jax import partitioning
 from albert_jax.config import AlbertConfig
@@ -37,27 +37,43 @@ class TrainState:
 
 
 def _init_state(config: AlbertConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    """Boxed state (parameters and optimizer moments keep their logical axis names)."""
+    """The initial (unboxed) state."""
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = init_params(config, params_rng)
+    params = nn.unbox(init_params(config, params_rng))
     zero = jnp.zeros((), jnp.int32)
     return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=dropout_rng,
                       nonfinite_streak=zero, nonfinite_total=zero)
 
 
+def _opt_state_specs(opt_state: Any, params: Any, param_specs: Any) -> Any:
+    """Logical specs of the optimizer state: every sub-tree shaped like the parameters (moments) takes the
+    parameters' specs; everything else (counts, scalars) is replicated."""
+    params_def = jax.tree.structure(params)
+
+    def params_like(node: Any) -> bool:
+        return jax.tree.structure(node) == params_def
+
+    return jax.tree.map(lambda node: param_specs if params_like(node) else PartitionSpec(), opt_state,
+                        is_leaf=params_like)
+
+
 def state_shardings(config: AlbertConfig, tx: optax.GradientTransformation, mesh: Mesh,
                     rules: Any) -> tuple[TrainState, Any]:
-    """(abstract unboxed state, matching tree of NamedShardings), computed without allocating anything."""
-    boxed = jax.eval_shape(lambda: _init_state(config, tx, 0))
-    specs = nn.get_partition_spec(boxed)
-    return nn.unbox(boxed), partitioning.logical_to_sharding(specs, mesh, rules)
+    """(abstract state, matching tree of NamedShardings), computed without allocating anything."""
+    boxed_params = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    abstract = jax.eval_shape(lambda: _init_state(config, tx, 0))
+    param_specs = nn.get_partition_spec(boxed_params)
+    specs = TrainState(step=PartitionSpec(), params=param_specs,
+                       opt_state=_opt_state_specs(abstract.opt_state, abstract.params, param_specs),
+                       rng=PartitionSpec(), nonfinite_streak=PartitionSpec(), nonfinite_total=PartitionSpec())
+    return abstract, partitioning.logical_to_sharding(specs, mesh, rules)
 
 
 def create_state(config: AlbertConfig, tx: optax.GradientTransformation, mesh: Mesh, rules: Any,
                  seed: int) -> TrainState:
     """The initial state, created directly sharded: jit of init with out_shardings, never on one device."""
     _, shardings = state_shardings(config, tx, mesh, rules)
-    init = jax.jit(lambda: nn.unbox(_init_state(config, tx, seed)), out_shardings=shardings)
+    init = jax.jit(lambda: _init_state(config, tx, seed), out_shardings=shardings)
     with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
         return init()
 

@@ -14,14 +14,16 @@ part of every global batch as a dict of NumPy arrays:
 
 `to_global_batch(batch, sharding_or_mesh)` turns it into global jax.Arrays.
 
-Order and randomness. Process i of n owns records i, i + n, i + 2n, ... of the dataset (disjoint, together
-complete). Its epoch e is that shard in the order of a pseudo-random permutation keyed by (seed, e)
-(`epoch_permutation`, a vectorised Feistel network with cycle walking: the same kind of random-access shuffle as
-grain's index_shuffle, which costs ~11 us per index, computed for a whole batch of positions at once); position p
-of the process's stream is in epoch p // shard_size. Batch k is positions [k*B, (k+1)*B) and is built by one
-pure function of k (grain `MapDataset.map`): it reads the records and, in dynamic mode, draws fresh masks keyed
-by (seed, record key, epoch) (`masking.Masker`). Hence batch k is the same whatever the number of worker processes,
-and after a restart: the iterator state is just the next step (`get_state` / `set_state`).
+Order and randomness. There is one global stream of record positions, the same for any number of processes:
+position p is in epoch p // N (N records) and names record `epoch_permutation(p % N, N, seed, epoch)` (a
+vectorised Feistel network with cycle walking: the same kind of random-access shuffle as grain's index_shuffle,
+which costs ~11 us per index, computed for a whole batch of positions at once). Global batch k is positions
+[k*G, (k+1)*G); process i of n reads only its rows [k*G + i*G/n, k*G + (i+1)*G/n), so the processes read
+disjoint records that together cover the dataset, and the global batch at step k does not depend on how many
+processes share it. Each process's batch is one pure function of k (grain `MapDataset.map`): it reads the
+records and, in dynamic mode, draws fresh masks keyed by (seed, record key, epoch) (`masking.Masker`). Hence
+batch k is the same whatever the number of worker processes or hosts, and after a restart: the iterator
+state is just the next step (`get_state` / `set_state`).
 
 Workers: `num_workers` > 0 builds batches in that many processes (grain `mp_prefetch`, batch k on worker
 k mod num_workers, outputs interleaved back in order); `read_threads` threads prefetch within each process.
@@ -116,28 +118,29 @@ def epoch_permutation(index: np.ndarray, size: int, seed: int, epoch: np.ndarray
 class BatchBuilder:
     """Batch k of one process as a pure function of k (picklable: it runs in grain worker processes)."""
 
-    def __init__(self, source: Sequence[bytes], info: Mapping[str, Any], shard: tuple[int, int, int],
+    def __init__(self, source: Sequence[bytes], info: Mapping[str, Any], rows: tuple[int, int, int],
                  batch_size: int, num_positions: int | None, masker: Masker | None, masking: MaskingConfig,
                  seed: int, shuffle: bool, diagnostics: bool):
+        """rows = (this process's first row in a global batch, global batch size, records per epoch)."""
         self.source = source
         self.mode = info["mode"]
         self.max_seq_length = int(info["max_seq_length"])
         self.pad_id = int(info["special"]["pad"])
         self.vocab_size = int(info["vocab_size"])
-        (self.shard_index, self.shard_count, self.shard_size) = shard
+        (self.row_offset, self.global_batch, self.num_records) = rows
         self.batch_size, self.num_positions = batch_size, num_positions
         self.masker, self.masking, self.diagnostics = masker, masking, diagnostics
         self.seed, self.shuffle = seed, shuffle
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
-        positions = step * self.batch_size + np.arange(self.batch_size)
+        positions = step * self.global_batch + self.row_offset + np.arange(self.batch_size)
         real = positions < self.num_positions if self.num_positions is not None else np.ones(self.batch_size,
                                                                                                bool)
-        epochs = positions // self.shard_size
-        within = positions % self.shard_size
+        epochs = positions // self.num_records
+        within = positions % self.num_records
         if self.shuffle:
-            within = epoch_permutation(within, self.shard_size, self.seed, epochs)
-        keys = np.where(real, self.shard_index + self.shard_count * within, 0)
+            within = epoch_permutation(within, self.num_records, self.seed, epochs)
+        keys = np.where(real, within, 0)
         epochs = epochs.astype(np.uint64)
         # One read per record: on local files this costs less CPU than ArrayRecord's threaded __getitems__.
         source = self.source
@@ -203,21 +206,22 @@ class Loader:
         if self.info["mode"] == "dynamic":
             masker = Masker(self.masking, int(self.info["vocab_size"]), self._word_start(),
                             SpecialIds(**self.info["special"]), self.seed)
-        self.shard_size = len(range(process_index, total, process_count))
-        # Every process runs the same number of steps: a finite pass is sized by the largest shard and the
-        # missing positions of the smaller shards are padding rows (example_weights 0).
-        largest = -(-total // process_count)
-        self.num_batches = None if num_epochs is None else -(-largest * num_epochs // batch_size)
-        self._builder = BatchBuilder(self.source, self.info, (process_index, process_count, self.shard_size),
-                                     batch_size, None if num_epochs is None else self.shard_size * num_epochs,
+        self.num_records = total
+        self.global_batch_size = batch_size * process_count
+        # Every process runs the same number of steps: a finite pass ends with the global batch that holds its
+        # last position; rows past it are padding (example_weights 0).
+        self.num_batches = None if num_epochs is None else -(-total * num_epochs // self.global_batch_size)
+        self._builder = BatchBuilder(self.source, self.info, (process_index * batch_size, self.global_batch_size,
+                                                              total),
+                                     batch_size, None if num_epochs is None else total * num_epochs,
                                      masker, self.masking, self.seed, shuffle, diagnostics)
         self._step = 0
         self._iterator: Iterator | None = None
 
     @property
     def steps_per_epoch(self) -> int:
-        """Batches per pass over this process's shard (rounded up)."""
-        return -(-self.shard_size // self.batch_size)
+        """Global batches per pass over the data (rounded up)."""
+        return -(-self.num_records // self.global_batch_size)
 
     def _word_start(self) -> np.ndarray | None:
         if not self.masking.whole_word:
@@ -264,15 +268,14 @@ class Loader:
     def get_state(self) -> dict[str, Any]:
         """JSON-serializable state: the next step plus what must match on restore."""
         return {"step": self._step, "seed": self.seed, "num_records": len(self.source), "mode": self.info["mode"],
-                "batch_size": self.batch_size, "process_index": self.process_index,
-                "process_count": self.process_count}
+                "global_batch_size": self.global_batch_size}
 
     def set_state(self, state: Mapping[str, Any] | bytes | str) -> None:
         """Continues from a `get_state()` result (also accepted JSON-encoded).
 
-        Other data (seed, record count, mode) is an error. Another topology (process count or index, per-process
-        batch) resumes at the same step with a warning: training goes on, but each process now owns another
-        shard, so the order is not an exact continuation.
+        Other data (seed, record count, mode) is an error. Another process count with the same global batch size
+        continues exactly (the global stream does not depend on it). Another global batch size resumes at the
+        same step with a warning: training goes on, but not as an exact continuation of the data order.
         """
         if isinstance(state, (bytes, str)):
             state = json.loads(state)
@@ -283,7 +286,7 @@ class Loader:
             raise ValueError(f"iterator state was saved for other data (saved, current): {data}; the data order "
                              f"cannot continue where it stopped")
         if differs:
-            warnings.warn(f"iterator state was saved with another topology (saved, current): {differs}; resuming "
+            warnings.warn(f"iterator state was saved with another global batch (saved, current): {differs}; resuming "
                           f"at step {state['step']}, but not as an exact continuation of the data order")
         self.close()
         self._step = int(state["step"])

@@ -1,6 +1,6 @@
 """Statistics of a configured input pipeline, next to what its configuration implies.
 
-    python -m albert_jax.input.stats --gin_file=experiments/input/demo.gin -n 5000 [--split eval]
+    python -m albert_jax.input.stats --gin_file=demo.gin -n 5000 [--split eval]
 
 reads N examples through `loader.make_loader` (with diagnostics on) and prints: real tokens per example,
 padding fraction, masked fraction (against the budget min(P, max(1, round(n * prob))) of the very lengths
@@ -16,7 +16,6 @@ import dataclasses
 import os
 from typing import Iterable, Mapping, Sequence
 
-import gin
 import numpy as np
 
 from albert_jax.input import loader as loader_lib
@@ -149,9 +148,10 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def pipeline_statistics(n: int, split: str = "train", batch_size: int = 256, seed: int = 0) -> dict:
+def pipeline_statistics(n: int, split: str = "train", batch_size: int = 256, seed: int = 0,
+                        input_config: loader_lib.InputConfig | None = None) -> dict:
     """Statistics of the gin-configured pipeline of `split` (InputConfig, MaskingConfig bindings)."""
-    config = dataclasses.replace(loader_lib.InputConfig(), diagnostics=True)
+    config = dataclasses.replace(input_config or loader_lib.InputConfig(), diagnostics=True)
     loader = loader_lib.make_loader(split, batch_size, 0, 1, seed, config=config)
     try:
         info = loader.info
@@ -167,15 +167,19 @@ def pipeline_statistics(n: int, split: str = "train", batch_size: int = 256, see
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m albert_jax.input.stats", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gin_file", action="append", default=[], help="binds InputConfig and MaskingConfig")
-    parser.add_argument("--gin_param", action="append", default=[])
+    parser.add_argument("--gin_file", action="append", default=[],
+                        help="experiment gin file(s), e.g. demo.gin (the data is prepared first if missing)")
+    parser.add_argument("--gin_param", action="append", default=[], help="extra binding NAME=VALUE")
     parser.add_argument("-n", type=int, default=10000, help="examples to read")
     parser.add_argument("--split", default="train", choices=("train", "eval"))
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    gin.parse_config_files_and_bindings(args.gin_file, args.gin_param)
-    stats = pipeline_statistics(args.n, args.split, args.batch_size, args.seed)
+    from albert_jax import data_setup, gin_setup
+
+    gin_setup.import_configurables()
+    gin_setup.parse(args.gin_file, args.gin_param)
+    stats = pipeline_statistics(args.n, args.split, args.batch_size, args.seed, data_setup.prepare_data())
     print(format_statistics(stats))
     return stats
 
