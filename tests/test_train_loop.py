@@ -86,8 +86,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(data):
     workdir = str(data["root"] / "full")
-    proc = subprocess.run(run_args(workdir, data["corpus"], data["cache"], 12), env=env(), capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(run_args(workdir, data["corpus"], data["cache"], 12, ["--gin.train.profile_steps=(3, 5)"]),
+                          env=env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir, proc.stdout
 
@@ -102,6 +102,20 @@ def test_trains_checkpoints_and_logs(uninterrupted):
     config = open(os.path.join(workdir, "config.gin")).read()
     assert "AlbertConfig.hidden_size = 64" in config
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tensorboard")))
+    traces = [f for _, _, files in os.walk(os.path.join(workdir, "profile")) for f in files if "xplane" in f]
+    assert traces, "profile_steps=(3, 5) wrote no trace"
+
+
+def test_nonfinite_updates_stop_the_run_with_a_clear_message(data):
+    workdir = str(data["root"] / "diverged")
+    proc = subprocess.run(run_args(workdir, data["corpus"], data["cache"], 12, [
+        "--gin.make_schedule.peak_learning_rate=1e38", "--gin.train.max_nonfinite_streak=2"]),
+        env=env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "2 consecutive updates had a non-finite loss or gradient" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    skipped = [json.loads(line)["update_skipped"] for line in open(os.path.join(workdir, "metrics.jsonl"))]
+    assert skipped[-2:] == [1.0, 1.0]
 
 
 def test_sigkill_then_resume_is_bit_identical(data, uninterrupted):
