@@ -64,6 +64,7 @@ def parse(gin_files: Sequence[str], bindings: Iterable[str], search_paths: Seque
     Files are looked up as given, then relative to `experiments/` (so `include` lines and command-line
     files can say `models/tiny.gin`).
     """
+    import_configurables()
     gin.clear_config()
     # gin logs an ERROR for every search-path miss while resolving `include`; only its exceptions matter.
     logging.getLogger().setLevel(logging.CRITICAL)

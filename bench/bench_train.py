@@ -1,0 +1,134 @@
+"""Training-step throughput of albert-jax versus transformers' PyTorch AlbertForPreTraining, in one run.
+
+Both do the same step on the same shapes (ALBERT-base by default, batch 8 x 128 on CPU): forward, MLM loss at
+the masked positions plus the sentence-order loss, backward, optimizer update. albert-jax runs its jitted
+`train_step` (reference LAMB, clipping); PyTorch runs AlbertForPreTraining with AdamW (its usual recipe; the
+optimizer is a negligible share of the step at this size). Each side is warmed up, then timed over several
+steps; the median step time gives tokens/s and achieved GFLOP/s from the analytic FLOPs of `describe`.
+
+  PYTHONPATH=. python bench/bench_train.py [--steps 5] [--batch 8] [--seq 128] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+
+def synthetic_batch(batch: int, seq: int, predictions: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    positions = np.sort(np.stack([rng.choice(np.arange(1, seq - 1), predictions, replace=False)
+                                  for _ in range(batch)]), axis=1).astype(np.int32)
+    return {
+        "input_ids": rng.integers(5, vocab, (batch, seq)).astype(np.int32),
+        "input_mask": np.ones((batch, seq), np.int32),
+        "segment_ids": (np.arange(seq)[None] >= seq // 2).astype(np.int32).repeat(batch, 0),
+        "masked_lm_positions": positions,
+        "masked_lm_ids": rng.integers(5, vocab, (batch, predictions)).astype(np.int32),
+        "masked_lm_weights": np.ones((batch, predictions), np.float32),
+        "sentence_labels": rng.integers(0, 2, (batch,)).astype(np.int32),
+    }
+
+
+def time_jax(config, batch: dict[str, np.ndarray], steps: int) -> list[float]:
+    import jax
+
+    from albert_jax import optim, partitioning
+    from albert_jax import train_step as train_steps
+    from albert_jax.model import init_params
+
+    mesh = partitioning.make_mesh(partitioning.MeshConfig(data=1), jax.devices()[:1])
+    rules = partitioning.DEFAULT_RULES
+    boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    schedule = optim.make_schedule(peak_learning_rate=1e-4, warmup_steps=10, num_train_steps=1000)
+    tx = optim.make_optimizer(boxed, optimizer="lamb", learning_rate=schedule)
+    state = train_steps.create_state(config, tx, mesh, rules, seed=0)
+    _, shardings = train_steps.state_shardings(config, tx, mesh, rules)
+    step = train_steps.jit_train_step(train_steps.make_train_step(config, tx, schedule), shardings, mesh)
+    device_batch = jax.device_put(batch, partitioning.batch_sharding(mesh))
+    times = []
+    with jax.set_mesh(mesh):
+        for i in range(steps + 2):
+            start = time.perf_counter()
+            state, metrics = step(state, device_batch)
+            jax.block_until_ready(metrics["loss"])
+            if i >= 2:  # the first call compiles, the second settles buffers
+                times.append(time.perf_counter() - start)
+    return times
+
+
+def time_torch(config, batch: dict[str, np.ndarray], steps: int) -> list[float]:
+    import torch
+    import transformers
+
+    hf_config = transformers.AlbertConfig(
+        vocab_size=config.vocab_size, embedding_size=config.embedding_size, hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers, num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size, hidden_act="gelu_new", hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.0, max_position_embeddings=512)
+    torch.manual_seed(0)
+    model = transformers.AlbertForPreTraining(hf_config)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    ids = torch.from_numpy(batch["input_ids"]).long()
+    mask = torch.from_numpy(batch["input_mask"]).long()
+    segments = torch.from_numpy(batch["segment_ids"]).long()
+    positions = torch.from_numpy(batch["masked_lm_positions"]).long()
+    targets = torch.from_numpy(batch["masked_lm_ids"]).long()
+    labels = torch.from_numpy(batch["sentence_labels"]).long()
+    times = []
+    for i in range(steps + 1):
+        start = time.perf_counter()
+        out = model(input_ids=ids, attention_mask=mask, token_type_ids=segments)
+        logits = out.prediction_logits.gather(1, positions[..., None].expand(-1, -1, hf_config.vocab_size))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, hf_config.vocab_size), targets.reshape(-1))
+        loss = loss + torch.nn.functional.cross_entropy(out.sop_logits, labels)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if i >= 1:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gin_file", default="models/albert_base.gin")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--predictions", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from albert_jax import describe, gin_setup
+    from albert_jax.config import AlbertConfig
+
+    gin_setup.parse([args.gin_file], [])
+    config = AlbertConfig()
+    flops_per_token = describe.train_flops_per_token(config, args.seq, args.predictions)
+    batch = synthetic_batch(args.batch, args.seq, args.predictions, config.vocab_size)
+    tokens = args.batch * args.seq
+    rows = []
+    for name, fn in (("albert-jax (jit, LAMB)", time_jax), ("transformers PyTorch (AdamW)", time_torch)):
+        times = fn(config, batch, args.steps)
+        median = statistics.median(times)
+        rows.append((name, median, tokens / median, tokens * flops_per_token / median / 1e9))
+    print(f"{args.gin_file}: batch {args.batch} x {args.seq}, {args.predictions} predictions, "
+          f"{flops_per_token / 1e6:.1f} MFLOP/token, {args.steps} timed steps, {args.threads} threads")
+    print(f"{'':32s} {'s/step':>8s} {'tokens/s':>10s} {'GFLOP/s':>8s}")
+    for name, median, tps, gflops in rows:
+        print(f"{name:32s} {median:8.3f} {tps:10.1f} {gflops:8.1f}")
+    print(f"speed-up of albert-jax over PyTorch: {rows[1][1] / rows[0][1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
