@@ -113,9 +113,22 @@ class AlbertConfig:
         return dataclasses.asdict(self)
 
 
-def copy_index(layer: Any, num_copies: int, num_layers: int) -> Any:
-    """Which of `num_copies` unique weight copies layer `layer` uses: the reference's int(i / L * G).
+def copy_table(num_copies: int, num_layers: int) -> tuple[int, ...]:
+    """Which of `num_copies` unique weight copies each of `num_layers` layers uses.
 
-    Written in integer arithmetic (i * G // L), which equals the float form for every i < L, G <= L.
+    Groups (fewer copies than layers) follow the original exactly, float arithmetic included:
+    group = int(i / L * G). With one copy per layer the answer is the identity: there the float form would,
+    for some depths, send a layer to its neighbour's copy and leave one copy unused (15 / 22 * 22 is
+    14.999...), an artefact we do not reproduce for unshared blocks.
     """
-    return (layer * num_copies) // num_layers
+    if num_copies == num_layers:
+        return tuple(range(num_layers))
+    return tuple(int(i / num_layers * num_copies) for i in range(num_layers))
+
+
+def copy_index(layer: Any, num_copies: int, num_layers: int) -> Any:
+    """`copy_table(num_copies, num_layers)[layer]` for a Python int or a traced layer index."""
+    table = copy_table(num_copies, num_layers)
+    if isinstance(layer, int):
+        return table[layer]
+    return jnp.asarray(table, jnp.int32)[layer]

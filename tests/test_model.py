@@ -381,23 +381,19 @@ def test_groups_and_partial_sharing_equal_hand_built_unshared_model(sharing: str
                                        err_msg=name)
 
 
-def test_copy_index_matches_reference_rule_for_small_depths() -> None:
-    """The library's integer rule equals int(i / L * G) wherever the float form is exact enough (L <= 21)."""
-    for layers in range(1, 22):
-        for groups in range(1, layers + 1):
+def test_copy_index_follows_the_original_float_rule_for_groups() -> None:
+    """Groups (G < L) use exactly the original's int(i / L * G), float artefacts included (e.g. L=22, G=21)."""
+    for layers in range(1, 65):
+        for groups in range(1, layers):
             assert [copy_index(i, groups, layers) for i in range(layers)] == \
                    [int(i / layers * groups) for i in range(layers)], (layers, groups)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "copy_index uses i*G//L and its docstring claims it equals the reference's float form int(i / L * G) for all "
-    "i < L, G <= L; the float form rounds down where i*G/L is an exact integer but the double product is "
-    "just below it (first at L=22: i=15, G=22 gives int(14.999999999999998) = 14). Reported, not fixed here."))
-def test_copy_index_matches_reference_rule_for_deep_models() -> None:
-    for layers in range(22, 65):
-        for groups in range(1, layers + 1):
-            assert [copy_index(i, groups, layers) for i in range(layers)] == \
-                   [int(i / layers * groups) for i in range(layers)], (layers, groups)
+def test_one_copy_per_layer_is_the_identity() -> None:
+    """With as many copies as layers each layer owns its copy (the float form would give layer 15 of 22 copy 14)."""
+    assert int(15 / 22 * 22) == 14
+    for layers in range(1, 65):
+        assert [copy_index(i, layers, layers) for i in range(layers)] == list(range(layers))
 
 
 # ----------------------------------------------------------------------------------------------------------------
