@@ -236,9 +236,7 @@ def test_tfds_builder_round_trip(tmp_path, vocab):
 DEMO = os.path.join(REPO, "cache", "demo")
 
 
-@pytest.mark.skipif(not os.path.isfile(os.path.join(DEMO, "corpus8000", "corpus.json")),
-                    reason="demo corpus not cached: run `PYTHONPATH=. python data/demo_corpus.py` (about 30 s)")
-def test_demo_corpus():
+def test_demo_corpus(demo_corpus):
     corpus_dir = os.path.join(DEMO, "corpus8000")
     tokenizer = Tokenizer(os.path.join(DEMO, "vocab8000.model"))
     info = load_corpus_info(corpus_dir, tokenizer)

@@ -281,7 +281,7 @@ def check_statistics(stats: dict, negative_prob: float = 0.5) -> None:
 @pytest.mark.parametrize("mode", ["dynamic", "static"])
 def test_statistics_command_on_synthetic_data(data, mode, clean_gin, tmp_path, capsys):
     gin_file = tmp_path / "input.gin"
-    gin_file.write_text(f"InputConfig.train_dir = '{data[mode]}'\n")
+    gin_file.write_text(f"DataSpec.corpus = 'instances'\nInputConfig.train_dir = '{data[mode]}'\n")
     stats = stats_lib.main([f"--gin_file={gin_file}", "-n", "400", "--batch_size", "64"])
     assert stats["examples"]["measured"] == 400
     check_statistics(stats)
@@ -290,20 +290,14 @@ def test_statistics_command_on_synthetic_data(data, mode, clean_gin, tmp_path, c
         assert name in printed
 
 
-def demo_corpus() -> str | None:
-    found = sorted(glob.glob("cache/demo/corpus.json") + glob.glob("cache/demo/*/corpus.json"))
-    return os.path.dirname(found[0]) if found else None
-
-
-@pytest.mark.skipif(demo_corpus() is None, reason="no demo corpus under cache/demo (make it with `make demo`)")
-def test_statistics_on_the_demo_corpus(tmp_path, clean_gin):
+def test_statistics_on_the_demo_corpus(tmp_path, clean_gin, demo_corpus):
     """Instances + masks of the first documents of the demo corpus, with its real vocabulary."""
     import grain
 
     from albert_jax.input.corpus import corpus_files, load_corpus_info
     from albert_jax.input.tokenizer import Tokenizer
 
-    corpus = demo_corpus()
+    corpus = demo_corpus["corpus"]
     tokenizer = Tokenizer(load_corpus_info(corpus)["vocab"]["path"])
     source = grain.sources.ArrayRecordDataSource(corpus_files(corpus, "train"))
     documents = [source[i] for i in range(min(len(source), 150))]
@@ -325,10 +319,3 @@ def test_epoch_permutation_is_a_bijection_per_epoch():
     mixed = epoch_permutation(np.asarray([0, 1, 2, 0]), 5, 3, np.asarray([0, 0, 0, 1]))
     assert mixed[0] == epoch_permutation(np.asarray([0]), 5, 3, 0)[0]
     assert mixed[3] == epoch_permutation(np.asarray([0]), 5, 3, 1)[0]
-
-
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments",
-                                                               "input", "*.gin"))))
-def test_experiment_gin_files_parse(path, clean_gin):
-    gin.parse_config_file(path)
-    InstanceConfig(), MaskingConfig(), InputConfig()
