@@ -1,0 +1,482 @@
+"""Fine-tune ALBERT on sentence and sentence-pair classification and regression (the GLUE family).
+
+`python -m albert_jax.finetune --gin_file=experiments/finetune/sst2.gin --init=DIR --workdir=OUT`
+
+DIR is any starting point `load_pretrained` accepts: a directory written by `python -m albert_jax.convert.tf` or
+`python -m albert_jax.convert.hf import` (albert_config.json + params/), a pretraining run's workdir (its latest
+checkpoint, or `--init_step`), a transformers directory (config.json + safetensors), or an unconverted TF
+release (converted in memory). The model follows the original run_classifier: the pooled output ([CLS] through
+the pooler's dense + tanh), dropout (0.1 by default), and a dense layer to the labels initialized with a
+truncated normal of std 0.02; cross-entropy for classes, squared error for regression (num_labels = 1). The
+optimizer is the original AdamWeightDecay (Adam moments without bias correction, decoupled weight decay 0.01
+skipping LayerNorm and bias, global-norm clipping at 1.0; `optax.adamw` on request) on the original schedule
+(`optim.make_schedule`: linear warmup, then linear decay to 0 counted from step 0).
+
+OUT receives config.gin, train.jsonl + tensorboard/, eval/step_N.json and eval/best.json (best by the task's
+first metric on its first evaluation split), and model/ (albert_config.json, params/, task.json, vocabulary).
+Fine-tuning runs in one process over all of its devices (batch split over the data axes of the mesh).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import flax.linen as nn
+import flax.struct
+import gin
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import traverse_util
+from jax.sharding import PartitionSpec
+
+from albert_jax import gin_setup, optim, partitioning, tasks
+from albert_jax.config import AlbertConfig
+from albert_jax.convert import hf
+from albert_jax.convert import tf as convert_tf
+from albert_jax.input.tokenizer import Tokenizer
+from albert_jax.metrics import MetricsWriter
+from albert_jax.model import AlbertModel, dense
+
+Array = jax.Array
+OPTIMIZERS = ("adamw_original", "adamw")
+
+
+class PretrainedError(ValueError):
+    """A starting-point directory that cannot be loaded; the message says what was expected."""
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """A restored model: config, unboxed parameter tree (AlbertForPreTraining's, or a fine-tuned model's with
+    `classifier` instead of the pretraining heads), its SentencePiece vocabulary if one was found, and a label."""
+
+    config: AlbertConfig
+    params: dict[str, Any]
+    vocab: str | None
+    source: str
+
+
+def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
+    """Restores a model from any supported directory (see the module doc); `step` picks a workdir checkpoint."""
+    path = Path(path).resolve()
+    if not path.exists():
+        raise PretrainedError(f"{path} does not exist")
+    if (path / hf.OUR_PARAMS_DIR).is_dir() and (path / hf.OUR_CONFIG_FILE).is_file():
+        fields = json.loads((path / hf.OUR_CONFIG_FILE).read_text())
+        try:
+            config = AlbertConfig(**fields)
+        except TypeError as error:
+            raise PretrainedError(f"{path / hf.OUR_CONFIG_FILE} is not this project's AlbertConfig ({error}); an "
+                                  "original release's config sits next to model.ckpt-*, not params/") from error
+        params = _restore_numpy(path / hf.OUR_PARAMS_DIR)
+        found = Pretrained(config, params, _find_vocab(path), f"converted directory {path}")
+    elif (path / "config.json").is_file():
+        config, params = hf.load_hf_dir(path)
+        found = Pretrained(config, params, _find_vocab(path), f"transformers directory {path}")
+    elif (path / convert_tf.TF_CONFIG_FILE).is_file() and list(path.glob("model.ckpt-*.index")):
+        config, params, summary = convert_tf.load_tf_dir(path)
+        found = Pretrained(config, params, _find_vocab(path), f"TensorFlow checkpoint {summary['checkpoint']}")
+    elif (path / "checkpoints").is_dir():
+        found = _load_workdir(path, step)
+    elif path.name == "checkpoints" and path.is_dir():
+        found = _load_workdir(path.parent, step)
+    elif (path / "state").is_dir() and path.parent.name == "checkpoints" and path.name.isdigit():
+        found = _load_workdir(path.parent.parent, int(path.name))
+    else:
+        listing = ", ".join(sorted(p.name for p in path.iterdir())[:12]) if path.is_dir() else "a file"
+        raise PretrainedError(
+            f"{path} is not a model directory (it holds: {listing or 'nothing'}). Expected one of: albert_config.json "
+            "+ params/ (convert.tf / convert.hf import output), a pretraining workdir with checkpoints/, a "
+            "transformers directory (config.json + model.safetensors), or an original TF release")
+    _check_encoder(found)
+    return found
+
+
+def _load_workdir(workdir: Path, step: int | None) -> Pretrained:
+    """Parameters (only: optimizer state stays on disk) and model config of a pretraining run's checkpoint."""
+    import orbax.checkpoint as ocp
+
+    root = workdir / "checkpoints"
+    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / "state").is_dir())
+    if not steps:
+        raise PretrainedError(f"{root} holds no finished checkpoint")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise PretrainedError(f"{root} has no checkpoint for step {step}; it has {steps}")
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+        info = checkpointer.restore(root / str(step) / "config")
+    config = AlbertConfig(**info["model"])
+    params = _restore_numpy(root / str(step) / "state", "params")
+    gin_text = info.get("gin", "")
+    if (workdir / "config.gin").is_file():
+        gin_text += "\n" + (workdir / "config.gin").read_text()
+    return Pretrained(config, params, _find_vocab(workdir, gin_text), f"workdir {workdir} step {step}")
+
+
+def _restore_numpy(directory: Path, subtree: str | None = None) -> Any:
+    """An orbax pytree checkpoint (or only its `subtree` entry) as host numpy arrays, whatever the device count
+    or mesh it was saved from (a restore without a target refuses a different topology)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(directory).item_metadata.tree
+        item = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), tree if subtree is None else
+                            {subtree: tree[subtree]})
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+        restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
+            item=item, restore_args=restore_args, partial_restore=subtree is not None))
+    return restored if subtree is None else restored[subtree]
+
+
+def _find_vocab(directory: Path, gin_text: str = "") -> str | None:
+    """The SentencePiece model next to the weights (30k-clean.model, spiece.model, or a single *.model), else a
+    `.model` path named in the run's gin config that exists; None when there is none."""
+    for name in ("30k-clean.model", "spiece.model"):
+        if (directory / name).is_file():
+            return str(directory / name)
+    models = sorted(directory.glob("*.model"))
+    if len(models) == 1:
+        return str(models[0])
+    for candidate in re.findall(r"['\"]([^'\"\s]+\.model)['\"]", gin_text):
+        if Path(candidate).is_file():
+            return str(Path(candidate).resolve())
+    return None
+
+
+def _check_encoder(found: Pretrained) -> None:
+    """The encoder tensors must be exactly those the config describes."""
+    shapes = hf.expected_shapes(found.config)
+    flat = traverse_util.flatten_dict(found.params)
+    problems = [f"{'/'.join(p)}: expected {shapes[p].shape}, found {flat[p].shape if p in flat else 'nothing'}"
+                for p in shapes if p[0] == "albert" and (p not in flat or tuple(flat[p].shape) != shapes[p].shape)]
+    if problems:
+        raise PretrainedError(f"{found.source} does not match its config:\n  " + "\n  ".join(problems[:8]))
+
+
+class AlbertClassifier(nn.Module):
+    """AlbertModel, dropout on the pooled output, dense layer to `num_labels` logits (1 = regression)."""
+
+    config: AlbertConfig
+    num_labels: int
+    classifier_dropout: float = 0.1
+
+    def setup(self) -> None:
+        self.albert = AlbertModel(self.config)
+        self.dropout = nn.Dropout(self.classifier_dropout)
+        self.classifier = dense(self.num_labels, ("hidden", None), self.config, "classifier")
+
+    def __call__(self, input_ids: Array, input_mask: Array, segment_ids: Array,
+                 deterministic: bool = True) -> Array:
+        _, pooled = self.albert(input_ids, input_mask, segment_ids, deterministic)
+        return self.classifier(self.dropout(pooled, deterministic=deterministic)).astype(jnp.float32)
+
+
+def task_loss(logits: Array, batch: dict[str, Array], regression: bool) -> tuple[Array, dict[str, Array]]:
+    """Mean cross-entropy (classes) or squared error (regression) over the rows of weight 1."""
+    weights = batch["example_weights"]
+    count = jnp.maximum(weights.sum(), 1.0)
+    if regression:
+        per_example = jnp.square(logits[:, 0] - batch["labels"])
+        return (per_example * weights).sum() / count, {}
+    labels = batch["labels"].astype(jnp.int32)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = ((logits.argmax(-1) == labels) * weights).sum()
+    return (per_example * weights).sum() / count, {"accuracy": correct / count}
+
+
+def make_optimizer(name: str, params_axes: Any, schedule: optax.Schedule,
+                   weight_decay: float) -> optax.GradientTransformation:
+    """'adamw_original': the original AdamWeightDecay (no bias correction, eps 1e-6), from `optim`'s pieces;
+    'adamw': `optim.make_optimizer`'s optax.adamw. Both clip the global norm at 1.0 and skip LayerNorm/bias decay."""
+    if name == "adamw":
+        return optim.make_optimizer(params_axes, optimizer="adamw", learning_rate=schedule, weight_decay=weight_decay,
+                                    b1=0.9, b2=0.999, eps=1e-6, clip_norm=1.0)
+    if name != "adamw_original":
+        raise ValueError(f"finetune.optimizer={name!r} is not one of {OPTIMIZERS}")
+    return optax.chain(optax.clip_by_global_norm(1.0), optim.scale_by_moments_without_bias_correction(0.9, 0.999, 1e-6),
+                       optax.add_decayed_weights(weight_decay, mask=optim.decay_mask),
+                       optax.scale_by_learning_rate(schedule))
+
+
+@flax.struct.dataclass
+class FinetuneState:
+    step: Array
+    params: Any
+    opt_state: Any
+    rng: Array
+
+
+def _opt_state_specs(opt_state: Any, params: Any, param_specs: Any) -> Any:
+    """Optimizer-state specs: sub-trees shaped like the parameters (moments) take their specs, the rest
+    (counts, empty states) is replicated."""
+    structure = jax.tree.structure(params)
+
+    def params_like(node: Any) -> bool:
+        return jax.tree.structure(node) == structure
+
+    return jax.tree.map(lambda node: param_specs if params_like(node) else PartitionSpec(), opt_state,
+                        is_leaf=params_like)
+
+
+def _set_encoder(params: dict[str, Any], encoder: dict[str, Any]) -> dict[str, Any]:
+    return {**params, "albert": encoder}
+
+
+class Runner:
+    """The jitted, sharded train and predict steps of one classifier on the mesh."""
+
+    def __init__(self, model: AlbertClassifier, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                 seq_length: int, seed: int) -> None:
+        self.model, self.mesh, self.rules = model, partitioning.make_mesh(), partitioning.logical_rules()
+        ids = jnp.zeros((1, seq_length), jnp.int32)
+
+        def boxed_params(rng: Array) -> Any:
+            return model.init(rng, ids, ids, ids, deterministic=True)["params"]
+
+        def init() -> FinetuneState:
+            params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+            params = nn.unbox(boxed_params(params_rng))
+            return FinetuneState(jnp.zeros((), jnp.int32), params, tx.init(params), dropout_rng)
+
+        param_specs = nn.get_partition_spec(jax.eval_shape(boxed_params, jax.random.PRNGKey(0)))
+        abstract = jax.eval_shape(init)
+        specs = FinetuneState(PartitionSpec(), param_specs, _opt_state_specs(abstract.opt_state, abstract.params,
+                                                                              param_specs), PartitionSpec())
+        self.sharding = partitioning.logical_to_sharding(specs, self.mesh, self.rules)
+        self._init = jax.jit(init, out_shardings=self.sharding)
+        batch_sharding, replicated = partitioning.batch_sharding(self.mesh), partitioning.replicated(self.mesh)
+        regression = model.num_labels == 1
+
+        def train_step(state: FinetuneState, batch: dict[str, Array]) -> tuple[FinetuneState, dict[str, Array]]:
+            rng = jax.random.fold_in(state.rng, state.step)
+
+            def loss_fn(params: Any) -> tuple[Array, dict[str, Array]]:
+                logits = model.apply({"params": params}, batch["input_ids"], batch["input_mask"],
+                                     batch["segment_ids"], deterministic=False, rngs={"dropout": rng})
+                return task_loss(logits, batch, regression)
+
+            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                      opt_state=opt_state)
+            return new_state, dict(metrics, loss=loss, learning_rate=schedule(state.step),
+                                   grad_norm=optax.tree.norm(grads))
+
+        def predict(params: Any, batch: dict[str, Array]) -> Array:
+            return model.apply({"params": params}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
+                               deterministic=True)
+
+        self._train = jax.jit(train_step, in_shardings=(self.sharding, batch_sharding),
+                              out_shardings=(self.sharding, replicated), donate_argnums=(0,))
+        self._predict = jax.jit(predict, in_shardings=(self.sharding.params, batch_sharding), out_shardings=replicated)
+        self.batch_sharding = batch_sharding
+
+    def context(self) -> Any:
+        """The mesh and logical-axis rules the steps run under."""
+        import contextlib
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(jax.set_mesh(self.mesh))
+        stack.enter_context(nn.logical_axis_rules(list(self.rules)))
+        return stack
+
+    def initial_state(self, encoder: dict[str, Any]) -> FinetuneState:
+        """A fresh classifier head and optimizer state around the pretrained `encoder` tree."""
+        with self.context():
+            state = self._init()
+        expected = jax.tree.map(lambda a: a.shape, state.params["albert"])
+        if jax.tree.map(lambda a: tuple(np.shape(a)), encoder) != expected:
+            raise PretrainedError("the pretrained encoder's parameter tree differs from the classifier's encoder")
+        return state.replace(params=_set_encoder(state.params, jax.device_put(
+            jax.tree.map(lambda a, s: np.asarray(a, s.dtype), encoder, state.params["albert"]),
+            self.sharding.params["albert"])))
+
+    def train_step(self, state: FinetuneState, batch: dict[str, np.ndarray]) -> tuple[FinetuneState, dict]:
+        with self.context():
+            return self._train(state, jax.device_put(batch, self.batch_sharding))
+
+    def predict(self, params: Any, encoded: tasks.Encoded, seq_length: int, batch_size: int) -> np.ndarray:
+        """Logits of every example, in order (the last batch padded with rows that are then dropped)."""
+        outputs = []
+        with self.context():
+            for start in range(0, len(encoded), batch_size):
+                indices = range(start, min(start + batch_size, len(encoded)))
+                batch = tasks.make_batch(encoded, indices, seq_length, batch_size)
+                logits = self._predict(params, jax.device_put(batch, self.batch_sharding))
+                outputs.append(np.asarray(logits)[: len(indices)])
+        return np.concatenate(outputs)
+
+
+def evaluate(runner: Runner, params: Any, task: tasks.Task, splits: dict[str, tasks.Encoded], seq_length: int,
+             batch_size: int) -> dict[str, dict[str, float]]:
+    """The task's metrics on each evaluation split, computed on the host from all predictions."""
+    results = {}
+    for split, encoded in splits.items():
+        logits = runner.predict(params, encoded, seq_length, batch_size)
+        predictions = tasks.predictions_from_logits(task, logits)
+        results[split] = dict(tasks.compute_metrics(task, encoded.labels, predictions), examples=len(encoded))
+    return results
+
+
+def _record_eval(workdir: Path, step: int, task: tasks.Task, results: dict[str, dict[str, float]]) -> bool:
+    """Writes eval/step_N.json; updates eval/best.json when the selection metric improved. Returns whether it did."""
+    out = workdir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"step_{step}.json").write_text(json.dumps({"step": step, **results}, indent=2) + "\n")
+    split, metric = task.eval_splits[0], task.metrics[0]
+    best_path = out / "best.json"
+    best = json.loads(best_path.read_text()) if best_path.exists() else None
+    value = results[split][metric]
+    if best is None or (not math.isnan(value) and (math.isnan(best[split][metric]) or value > best[split][metric])):
+        best_path.write_text(json.dumps({"step": step, "selected_by": f"{split}/{metric}", **results}, indent=2) + "\n")
+        return True
+    return False
+
+
+@gin.configurable(denylist=["init", "workdir", "vocab", "init_step"])
+def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int | None = None, *,
+             max_seq_length: int = 512, batch_size: int = 32, num_train_steps: int | None = None,
+             num_epochs: float | None = None, warmup_steps: int | None = None, warmup_proportion: float = 0.1,
+             learning_rate: float = 2e-5, weight_decay: float = 0.01, optimizer: str = "adamw_original",
+             albert_dropout: float | None = None, classifier_dropout: float = 0.1, dtype: str | None = None,
+             eval_every: int = 0, eval_batch_size: int = 64, log_every: int = 100, seed: int = 12345,
+             save_model: bool = True) -> dict[str, Any]:
+    """Fine-tunes the model at `init` on `tasks.make_task()` in `workdir`; returns the final and best evaluations.
+
+    Args:
+      max_seq_length: tokens per example, [CLS]/[SEP] included (longer pairs are truncated).
+      batch_size: examples per step (global; must divide over the mesh's data axes).
+      num_train_steps / num_epochs: training length, exactly one of them (epochs drop each epoch's remainder).
+      warmup_steps: linear warmup steps; None: warmup_proportion of the steps.
+      learning_rate: peak learning rate. weight_decay: decoupled, not on LayerNorm/bias.
+      optimizer: 'adamw_original' (the original's AdamWeightDecay, no bias correction) or 'adamw' (optax).
+      albert_dropout: hidden and attention dropout inside ALBERT ("ALBERT DR" of the paper); None keeps the
+        pretrained config's. classifier_dropout: on the pooled output. dtype: compute dtype override.
+      eval_every: evaluate every this many steps (0: only at the end). log_every: steps between log lines.
+      seed: classifier init, dropout and data order. save_model: write workdir/model at the end.
+    """
+    if jax.process_count() > 1:
+        raise RuntimeError("fine-tuning runs in one process (over all its local devices); run it on one host")
+    if (num_train_steps is None) == (num_epochs is None):
+        raise ValueError("set exactly one of finetune.num_train_steps and finetune.num_epochs")
+    task = tasks.make_task()
+    if not task.eval_splits:
+        raise ValueError(f"task {task.name!r} has no evaluation split: add one to make_task.files (or eval_splits)")
+    pretrained = load_pretrained(init, init_step)
+    vocab_path = vocab or pretrained.vocab
+    if vocab_path is None:
+        raise PretrainedError(f"no SentencePiece vocabulary found with {pretrained.source}; pass --vocab=PATH.model")
+    tokenizer = Tokenizer(vocab_path)
+    config = pretrained.config
+    if tokenizer.vocab_size > config.vocab_size:
+        raise PretrainedError(f"vocabulary {vocab_path} has {tokenizer.vocab_size} pieces but the model only "
+                              f"{config.vocab_size} embeddings: it is not this model's vocabulary")
+    if max_seq_length > config.max_position_embeddings:
+        raise ValueError(f"finetune.max_seq_length={max_seq_length} exceeds the model's "
+                         f"max_position_embeddings={config.max_position_embeddings}")
+    if albert_dropout is not None:
+        config = config.replace(hidden_dropout_prob=albert_dropout, attention_probs_dropout_prob=albert_dropout)
+    if dtype is not None:
+        config = config.replace(dtype=dtype)
+
+    out = Path(workdir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.gin").write_text(gin.config_str())
+    started = time.time()
+    train = tasks.encode(tasks.read_split(task, task.train_split), tokenizer, max_seq_length)
+    evals = {split: tasks.encode(tasks.read_split(task, split), tokenizer, max_seq_length)
+             for split in task.eval_splits}
+    steps_per_epoch = len(train) // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"the train split has {len(train)} examples, fewer than finetune.batch_size={batch_size}")
+    total = num_train_steps if num_train_steps is not None else max(1, int(num_epochs * steps_per_epoch))
+    warmup = warmup_steps if warmup_steps is not None else int(warmup_proportion * total)
+    print(f"Fine-tuning {pretrained.source} on {task.name}: {len(train)} train examples "
+          f"({', '.join(f'{s} {len(e)}' for s, e in evals.items())}), {total} steps of {batch_size}, warmup {warmup}, "
+          f"lr {learning_rate}; data ready in {time.time() - started:.1f}s.", flush=True)
+
+    schedule = optim.make_schedule(peak_learning_rate=learning_rate, warmup_steps=warmup, num_train_steps=total)
+    model = AlbertClassifier(config, task.num_labels, classifier_dropout)
+    ids = jnp.zeros((1, max_seq_length), jnp.int32)
+    boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, ids, ids)["params"])
+    runner = Runner(model, make_optimizer(optimizer, boxed, schedule, weight_decay), schedule, max_seq_length, seed)
+    ways = partitioning.data_parallel_size(runner.mesh)
+    if batch_size % ways or eval_batch_size % ways:
+        raise ValueError(f"finetune.batch_size={batch_size} and eval_batch_size={eval_batch_size} must be multiples "
+                         f"of the {ways} data-parallel devices")
+    state = runner.initial_state(pretrained.params["albert"])
+    del pretrained
+
+    writer = MetricsWriter(str(out), subdir="tensorboard", jsonl_name="train.jsonl")
+    order_rng = np.random.default_rng(seed)
+    order = np.empty(0, np.int64)
+    results: dict[str, dict[str, float]] = {}
+    for step in range(1, total + 1):
+        if len(order) < batch_size:
+            order = order_rng.permutation(len(train))[: steps_per_epoch * batch_size]
+        indices, order = order[:batch_size], order[batch_size:]
+        state, step_metrics = runner.train_step(state, tasks.make_batch(train, indices, max_seq_length, batch_size))
+        if step % log_every == 0 or step == total:
+            host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+            writer.write(step, host)
+            print(f"step {step}/{total} " + " ".join(f"{k} {v:.4g}" for k, v in sorted(host.items())), flush=True)
+        if (eval_every and step % eval_every == 0) or step == total:
+            results = evaluate(runner, state.params, task, evals, max_seq_length, eval_batch_size)
+            improved = _record_eval(out, step, task, results)
+            writer.write(step, {f"eval/{s}/{m}": v for s, r in results.items() for m, v in r.items()})
+            print(f"eval step {step}: {json.dumps(results)}{' (best so far)' if improved else ''}", flush=True)
+    writer.close()
+    if save_model:
+        _save_model(out / "model", config, state.params, task, vocab_path, max_seq_length, init)
+    best = json.loads((out / "eval" / "best.json").read_text())
+    return {"final": results, "best": best, "steps": total}
+
+
+def _save_model(directory: Path, config: AlbertConfig, params: Any, task: tasks.Task, vocab: str,
+                max_seq_length: int, init: str) -> None:
+    """albert_config.json + params/ (encoder and classifier) + task.json + the vocabulary, loadable again by
+    `load_pretrained` (whose encoder can start another fine-tuning)."""
+    convert_tf.write_converted(config, jax.device_get(params), directory, force=True)
+    record = {"task": dataclasses.asdict(task), "max_seq_length": max_seq_length, "init": str(init)}
+    (directory / "task.json").write_text(json.dumps(record, indent=2) + "\n")
+    if Path(vocab).resolve() != (directory / Path(vocab).name).resolve():
+        shutil.copyfile(vocab, directory / Path(vocab).name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m albert_jax.finetune --gin_file=... --init=DIR --workdir=OUT [--vocab=...] [--gin.X=Y ...]`."""
+    import argparse
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m albert_jax.finetune", description=__doc__.split("\n")[0])
+    parser.add_argument("--gin_file", action="append", default=[],
+                        help="task gin file, e.g. finetune/sst2.gin (repeatable; also looked up in experiments/)")
+    parser.add_argument("--init", required=True, help="pretrained model directory (see load_pretrained)")
+    parser.add_argument("--workdir", required=True, help="output directory")
+    parser.add_argument("--vocab", default=None, help="SentencePiece .model (default: the one found with --init)")
+    parser.add_argument("--init_step", type=int, default=None, help="workdir checkpoint step (default: latest)")
+    try:
+        bindings, rest = gin_setup.split_argv(argv)
+        args = parser.parse_args(rest)
+        gin_setup.parse(args.gin_file, bindings)
+        result = finetune(args.init, args.workdir, vocab=args.vocab, init_step=args.init_step)
+    except (ValueError, FileNotFoundError) as error:  # task, data, model and gin errors name their fix
+        print(f"error: {str(error).split(chr(10) + '  In call to configurable')[0]}", file=sys.stderr)
+        return 2
+    print(json.dumps({"best": result["best"]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
