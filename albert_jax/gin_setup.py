@@ -15,6 +15,9 @@ import gin
 EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 
 
+LAST_FILES: list[str] = []  # the gin files of the last `parse` (for printing commands that repeat a run)
+
+
 class GinConfigError(ValueError):
     """A gin file or binding that cannot be applied; the message says what and how to fix it."""
 
@@ -65,6 +68,7 @@ def parse(gin_files: Sequence[str], bindings: Iterable[str], search_paths: Seque
     files can say `models/tiny.gin`).
     """
     import_configurables()
+    LAST_FILES[:] = list(gin_files)
     gin.clear_config()
     # gin logs an ERROR for every search-path miss while resolving `include`; only its exceptions matter.
     logging.getLogger().setLevel(logging.CRITICAL)

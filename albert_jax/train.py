@@ -7,6 +7,7 @@ checkpoints (resume from the latest in WORKDIR), metric sinks, progress, the pro
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -19,7 +20,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from albert_jax import checkpoint, data_setup, describe, metrics, optim, partitioning
+from albert_jax import checkpoint, data_setup, describe, gin_setup, metrics, optim, partitioning
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
@@ -56,7 +57,8 @@ def operative_config_text() -> str:
 @gin.configurable(denylist=["workdir"])
 def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32, seed: int = 0,
           num_microbatches: int = 1, log_every: int = 10, max_nonfinite_streak: int = 10,
-          profile_steps: tuple[int, int] | None = None, eval_every: int = 0) -> dict[str, float]:
+          profile_steps: tuple[int, int] | None = None, eval_every: int = 0,
+          final_report: bool = False) -> dict[str, float]:
     """Pretrains the gin-configured model in WORKDIR, resuming from its latest checkpoint if there is one.
 
     Args:
@@ -68,8 +70,11 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
       max_nonfinite_streak: stop after this many consecutive skipped (non-finite) updates.
       profile_steps: (first, last) step of a profiler trace written to WORKDIR/profile, or None.
       eval_every: run held-out evaluation every this many steps (0 = never during training).
+      final_report: at the end, evaluate on the whole held-out split, compare with simple baselines, draw the
+        training curves (WORKDIR/curves.png) and print a report (the demo does).
     Returns the last logged metrics.
     """
+    started = time.time()
     config = AlbertConfig()
     mesh = partitioning.make_mesh()
     rules = partitioning.logical_rules()
@@ -102,13 +107,13 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
         with open(os.path.join(workdir, "config.gin"), "w") as f:
             f.write(operative_config_text())
 
-    report = describe.describe()
+    model_report = describe.describe()
     seq_length = loader.seq_length
     step_fn = steps.jit_train_step(
         steps.make_train_step(config, tx, schedule, input_loader.sentence_loss_weight(config=input_config),
                               num_microbatches),
         state_sharding, mesh)
-    throughput = metrics.Throughput(global_batch_size * seq_length, report["train_flops_per_token"],
+    throughput = metrics.Throughput(global_batch_size * seq_length, model_report["train_flops_per_token"],
                                     num_train_steps, start_step)
     writer = metrics.MetricsWriter(workdir)
     preemption = Preemption()
@@ -117,13 +122,14 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
         from albert_jax import evaluate
 
         evaluator = evaluate.Evaluator(config, mesh, rules, state_sharding.params, input_config=input_config)
-    print(f"Training {report['params_with_heads']:,} parameters on {jax.device_count()} devices "
+    print(f"Training {model_report['params_with_heads']:,} parameters on {jax.device_count()} devices "
           f"(mesh {dict(mesh.shape)}), batch {global_batch_size} x {seq_length}, steps {start_step} -> "
           f"{num_train_steps}.", flush=True)
 
     last: dict[str, float] = {}
     previous_streak = None
     step = start_step
+    loop_started = time.perf_counter()
     data_iter = iter(loader)
     with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
         while step < num_train_steps:
@@ -149,7 +155,9 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
                 print(metrics.console_line(step, num_train_steps, host), flush=True)
                 last = host
             if evaluator is not None and step % eval_every == 0:
-                evaluator.run_and_record(state.params, step, workdir)
+                held_out = evaluator.run_and_record(state.params, step, workdir)
+                print(f"eval at step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in held_out.items()
+                                                          if k.startswith(("masked_lm", "sentence"))), flush=True)
             checkpoint.save(manager, step, state, loader.get_state(), _run_info(config))
             if preemption.any_process_requested():
                 if manager.latest_step() != step:
@@ -164,7 +172,31 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
     manager.close()
     writer.close()
     preemption.restore()
+    if final_report and step >= num_train_steps:
+        tokens_per_s = (step - start_step) * global_batch_size * seq_length / (time.perf_counter() - loop_started)
+        _final_report(workdir, config, mesh, rules, state, state_sharding, input_config, step,
+                      model_report["params_with_heads"], tokens_per_s, time.time() - started)
     return last
+
+
+def _final_report(workdir: str, config: AlbertConfig, mesh: Any, rules: Any, state: Any, state_sharding: Any,
+                  input_config: input_loader.InputConfig, step: int, params: int, tokens_per_s: float,
+                  seconds: float) -> None:
+    """Full held-out evaluation, baselines, curves PNG and the printed summary (process 0 prints)."""
+    from albert_jax import evaluate, report as report_lib
+
+    evaluator = evaluate.Evaluator(config, mesh, rules, state_sharding.params, input_config=input_config,
+                                   max_batches=None)
+    held_out = evaluator.run_and_record(state.params, step, workdir)
+    base = report_lib.baselines(input_config)
+    curves = report_lib.plot_curves(workdir, f"{params:,} parameters, {step} steps")
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "report.json"), "w") as f:
+            json.dump({"step": step, "held_out": held_out, "baselines": base, "params": params,
+                       "tokens_per_s": tokens_per_s, "seconds": seconds, "curves": curves}, f, indent=2)
+        gin_files = " ".join(f"--gin_file={name}" for name in gin_setup.LAST_FILES)
+        print(report_lib.format_report(workdir, held_out, base, params, tokens_per_s, seconds, gin_files),
+              flush=True)
 
 
 def prepared_input_config() -> input_loader.InputConfig:
