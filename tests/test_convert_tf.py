@@ -19,9 +19,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import tensorflow as tf
+import torch
+import transformers
 
 from albert_jax.config import AlbertConfig  # noqa: E402
 from albert_jax.convert import tf as convert_tf  # noqa: E402

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 from albert_jax import fill_mask  # noqa: E402
 from albert_jax.convert import hf  # noqa: E402

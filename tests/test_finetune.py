@@ -235,7 +235,7 @@ def test_file_reader_columns_labels_and_truncation(tmp_path: Path, data: dict[st
 
 
 def test_tfds_glue_reader() -> None:
-    tfds = pytest.importorskip("tensorflow_datasets")
+    import tensorflow_datasets as tfds
     task = tasks.make_task(name="mnli", data_dir="/nonexistent/tfds")
     with pytest.raises(tasks.TaskError, match="glue/mnli is not prepared under /nonexistent/tfds"):
         tasks.read_split(task, "train")

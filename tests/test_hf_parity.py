@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 from albert_jax.config import AlbertConfig  # noqa: E402
 from albert_jax.convert import hf  # noqa: E402
