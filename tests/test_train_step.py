@@ -94,3 +94,33 @@ def test_nonfinite_update_is_skipped():
     assert int(state.nonfinite_streak) == 1 and int(state.nonfinite_total) == 1
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(params_one)):
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("config, devices, want", [
+    (partitioning.MeshConfig(data=-1), 8, (8, 1, 1)),
+    (partitioning.MeshConfig(data=2, fsdp=-1, tensor=2), 8, (2, 2, 2)),
+    (partitioning.MeshConfig(data=1, fsdp=-1, dcn_data=2), 8, (1, 4, 1)),
+])
+def test_mesh_sizes_resolve(config, devices, want):
+    assert config.resolve(devices) == want
+
+
+@pytest.mark.parametrize("config, message", [
+    (partitioning.MeshConfig(data=3), "needs 3 devices per slice but there are 8"),
+    (partitioning.MeshConfig(data=-1, fsdp=-1), "At most one"),
+    (partitioning.MeshConfig(data=-1, tensor=3), "does not fit"),
+    (partitioning.MeshConfig(dcn_data=3), "does not divide"),
+])
+def test_impossible_meshes_are_explained(config, message):
+    with pytest.raises(ValueError, match=message):
+        config.resolve(8)
+
+
+def test_logical_rules_put_activations_and_kernels_where_expected():
+    mesh = partitioning.make_mesh(partitioning.MeshConfig(data=2, fsdp=2, tensor=2))
+    rules = partitioning.logical_rules()
+    shard = lambda *names: partitioning.logical_to_sharding(jax.sharding.PartitionSpec(*names), mesh, rules).spec  # noqa: E731
+    assert shard("batch", "length", "hidden") == jax.sharding.PartitionSpec(("data", "fsdp"), None, None)
+    assert shard("hidden", "mlp") == jax.sharding.PartitionSpec("fsdp", "tensor")
+    assert shard("layers", "hidden", "heads", "kv") == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+    assert shard("vocab", "embed") == jax.sharding.PartitionSpec("tensor", "fsdp")
