@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
 
-from albert_jax.model import AlbertForPreTraining
+from albert_jax.model import AlbertForPreTraining, metric_sums
 
 Array = jax.Array
 PyTree = Any
@@ -228,10 +228,20 @@ def make_optimizer(params_axes: PyTree | None, optimizer: str = "lamb",
     return optax.chain(optax.clip_by_global_norm(clip_norm), tx)
 
 
+def _example_weights(batch: dict[str, Array]) -> Array:
+    labels = batch["sentence_labels"].reshape(-1)
+    weights = batch.get("example_weights")
+    return jnp.ones(labels.shape, jnp.float32) if weights is None else weights.reshape(-1).astype(jnp.float32)
+
+
 def batch_totals(batch: dict[str, Array]) -> dict[str, Array]:
-    """Full-batch normalizers of the pretraining loss: total MLM weight and number of examples."""
-    return {"masked_tokens": batch["masked_lm_weights"].astype(jnp.float32).sum(),
-            "examples": jnp.asarray(batch["sentence_labels"].reshape(-1).shape[0], jnp.float32)}
+    """Full-batch normalizers of the pretraining loss: total MLM weight and number of (real) examples.
+
+    Rows with example_weights 0 (unreadable records) count toward neither, as in `model.metric_sums`.
+    """
+    example_weights = _example_weights(batch)
+    masked = batch["masked_lm_weights"].astype(jnp.float32) * example_weights[:, None]
+    return {"masked_tokens": masked.sum(), "examples": example_weights.sum()}
 
 
 def pretraining_loss_share(mlm_logits: Array, sentence_logits: Array, microbatch: dict[str, Array],
@@ -239,33 +249,25 @@ def pretraining_loss_share(mlm_logits: Array, sentence_logits: Array, microbatch
                            sentence_loss_weight: float = 1.0) -> tuple[Array, dict[str, Array]]:
     """A microbatch's additive share of `model.pretraining_loss` of the whole batch.
 
-    Every term is a sum over the microbatch divided by a full-batch total from `batch_totals`, e.g.
-    MLM share = sum(w * nll) / (W_total + 1e-5). Shares (and their gradients) summed over microbatches equal
+    Every term is a microbatch sum (`model.metric_sums`) divided by a full-batch total from `batch_totals`,
+    e.g. MLM share = sum(w * nll) / (W_total + 1e-5). Shares (and their gradients) summed over microbatches equal
     the full-batch loss, metrics and gradient exactly in math; with the whole batch as the single microbatch
     this is `pretraining_loss` itself. Per-microbatch losses averaged would not be: each normalizes by its
     own weight sum, which differs when masked_lm_weights are uneven across microbatches.
     """
-    weights = microbatch["masked_lm_weights"].astype(jnp.float32)
-    mlm_logits = mlm_logits.astype(jnp.float32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, microbatch["masked_lm_ids"])
-    mlm_loss = (nll * weights).sum() / (totals["masked_tokens"] + 1e-5)
-    mlm_correct = ((mlm_logits.argmax(-1) == microbatch["masked_lm_ids"]) * weights).sum()
-
-    labels = microbatch["sentence_labels"].reshape(-1)
-    sentence_logits = sentence_logits.astype(jnp.float32)
-    sentence_nll = optax.softmax_cross_entropy_with_integer_labels(sentence_logits, labels)
-    sentence_loss = sentence_nll.sum() / totals["examples"]
-    sentence_correct = (sentence_logits.argmax(-1) == labels).sum()
-
+    sums = metric_sums(mlm_logits, sentence_logits, microbatch)
+    examples = jnp.maximum(totals["examples"], 1.0)
+    mlm_loss = sums["masked_lm_loss_sum"] / (totals["masked_tokens"] + 1e-5)
+    sentence_loss = sums["sentence_order_loss_sum"] / examples
     loss = mlm_loss + sentence_loss_weight * sentence_loss
     metrics = {
         "loss": loss,
         "masked_lm_loss": mlm_loss,
-        "masked_lm_accuracy": mlm_correct / jnp.maximum(totals["masked_tokens"], 1.0),
+        "masked_lm_accuracy": sums["masked_lm_correct"] / jnp.maximum(totals["masked_tokens"], 1.0),
         "sentence_order_loss": sentence_loss,
-        "sentence_order_accuracy": sentence_correct / totals["examples"],
-        "masked_tokens": weights.sum(),
-        "examples": jnp.asarray(labels.shape[0], jnp.float32),
+        "sentence_order_accuracy": sums["sentence_order_correct"] / examples,
+        "masked_tokens": sums["masked_tokens"],
+        "examples": sums["examples"],
     }
     return loss, metrics
 
