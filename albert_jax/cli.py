@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--step", type=int, default=None, help="eval: checkpoint step (default: latest)")
     parser.add_argument("--continuous", action="store_true",
                         help="eval: keep evaluating each new checkpoint of a running job")
+    parser.add_argument("--init", default=None,
+                        help="eval: a model directory to evaluate instead of a run's checkpoints (converted, "
+                             "workdir, transformers or TF release); results go to --workdir/eval")
+    parser.add_argument("--vocab", default=None,
+                        help="eval with --init: SentencePiece .model (default: the one found with the model)")
     parser.add_argument("--coordinator_address", default=None,
                         help="multi-process (GPU clusters): host:port of process 0")
     parser.add_argument("--num_processes", type=int, default=None, help="multi-process: total process count")
@@ -60,7 +65,9 @@ def main(argv: Sequence[str]) -> int:
         mode = "describe" if args.describe else args.mode
         gin_files = args.gin_file or default_gin_files()
         saved_config = os.path.join(args.workdir or "", "config.gin")
-        if mode == "eval" and not args.gin_file and args.workdir and os.path.exists(saved_config):
+        if mode == "eval" and (args.init or args.vocab):
+            _check_init_flags(args)
+        if mode == "eval" and not args.init and not args.gin_file and args.workdir and os.path.exists(saved_config):
             gin_files = [saved_config]  # evaluate a run with the config it was trained with
         gin_setup.import_configurables()
         gin_setup.parse(gin_files, bindings)
@@ -83,7 +90,10 @@ def main(argv: Sequence[str]) -> int:
         else:
             from albert_jax import evaluate
 
-            evaluate.evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous)
+            if args.init:
+                evaluate.evaluate_pretrained(args.init, workdir, step=args.step, vocab=args.vocab)
+            else:
+                evaluate.evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous)
     except USER_ERRORS as error:
         if os.environ.get("ALBERT_JAX_DEBUG"):
             raise
@@ -92,6 +102,16 @@ def main(argv: Sequence[str]) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _check_init_flags(args: argparse.Namespace) -> None:
+    """--init evaluates one model directory into an explicit --workdir; --vocab only makes sense with it."""
+    if not args.init:
+        raise ValueError("--vocab is only used with --init (a run's checkpoints use the run's data).")
+    if not args.workdir:
+        raise ValueError("--mode=eval --init=MODEL_DIR needs --workdir=OUT: the directory that receives eval/.")
+    if args.continuous:
+        raise ValueError("--continuous follows a run's checkpoints (--workdir=RUN); it does not apply to --init.")
 
 
 def _default_workdir() -> str:

@@ -1,13 +1,19 @@
-"""Held-out evaluation of pretraining checkpoints: one pass over the eval split, exact metric sums.
+"""Held-out evaluation: one pass over the eval split on whatever devices exist, exact metric sums.
 
-`python launch.py --mode=eval --workdir=DIR [--step=N] [--continuous]` restores a run's checkpoint onto
-whatever devices this machine has and writes DIR/eval/step_N.json plus TensorBoard scalars at that step.
-Continuous mode follows a running job and keeps DIR/eval/best.json pointing at the best checkpoint by
-masked_lm_accuracy.
+Two entry points (docs/EVALUATE.md):
+  `launch.py --mode=eval --workdir=DIR [--step=N] [--continuous]` evaluates a pretraining run's checkpoints
+      (the model config saved with each checkpoint, the data of the run's config.gin);
+  `launch.py --mode=eval --init=MODEL --gin_file=corpus/... --workdir=OUT` evaluates any model directory
+      `pretrained.load_pretrained` reads, on a corpus tokenized with the model's own vocabulary.
+Each evaluation writes eval/step_N.json, a line of eval/eval.jsonl and TensorBoard scalars under
+eval/tensorboard, and keeps eval/best.json on the best one by masked_lm_accuracy.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import json
 import os
 import time
@@ -17,13 +23,16 @@ import flax.linen as nn
 import gin
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from albert_jax import checkpoint, data_setup, metrics, optim, partitioning
+from albert_jax import checkpoint, data_setup, metrics, partitioning, pretrained
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
-from albert_jax.model import init_params, metrics_from_sums
+from albert_jax.input.instances import InstanceConfig
+from albert_jax.input.tokenizer import Tokenizer
+from albert_jax.model import metrics_from_sums
 
 REPORTED = ("masked_lm_accuracy", "masked_lm_loss", "sentence_order_accuracy", "sentence_order_loss",
             "examples", "masked_tokens")
@@ -37,12 +46,17 @@ class Evaluator:
                  input_config: input_loader.InputConfig | None = None, batch_size: int = 32,
                  max_batches: int | None = None) -> None:
         """batch_size: global eval batch; max_batches: stop early (None = the whole split)."""
+        ways = partitioning.data_parallel_size(mesh)
+        if batch_size % ways:
+            raise ValueError(f"Evaluator.batch_size={batch_size} does not split over the {ways} data-parallel "
+                             f"devices: bind --gin.Evaluator.batch_size to a multiple of {ways}.")
         self.mesh, self.rules, self.input_config = mesh, rules, input_config
         self.batch_size, self.max_batches = batch_size, max_batches
         self._step = jax.jit(steps.make_eval_step(config), in_shardings=(params_sharding,
                              partitioning.batch_sharding(mesh)), out_shardings=partitioning.replicated(mesh))
 
     def evaluate(self, params: Any) -> dict[str, float]:
+        """The REPORTED metrics of `params` (laid out like `params_sharding`) over the eval split."""
         loader = input_loader.make_loader(split="eval", global_batch_size=self.batch_size, config=self.input_config)
         totals: dict[str, float] = {}
         with jax.set_mesh(self.mesh), nn.logical_axis_rules(list(self.rules)):
@@ -58,68 +72,181 @@ class Evaluator:
         means = metrics_from_sums({k: np.float64(v) for k, v in totals.items()})
         return {k: float(means[k]) for k in REPORTED}
 
-    def run_and_record(self, params: Any, step: int, workdir: str) -> dict[str, float]:
-        """Evaluates and writes WORKDIR/eval/step_N.json and TensorBoard scalars under WORKDIR/eval."""
+    def run_and_record(self, params: Any, step: int, workdir: str,
+                       provenance: dict[str, Any] | None = None) -> dict[str, float]:
+        """Evaluates; writes a line of WORKDIR/eval/eval.jsonl, TensorBoard scalars under WORKDIR/eval/tensorboard
+        and the JSON files (`record`)."""
         result = self.evaluate(params)
-        record(workdir, step, result)
+        out_dir = os.path.join(workdir, "eval")
+        _writer(out_dir).write(step, result)
+        _writer(out_dir).flush()
+        checkpoint_dir = os.path.join(os.path.abspath(workdir), "checkpoints", str(step))
+        record(out_dir, step, result, provenance or {"checkpoint": checkpoint_dir})
         return result
 
 
-def record(workdir: str, step: int, result: dict[str, float]) -> None:
+@functools.cache
+def _writer(out_dir: str) -> metrics.MetricsWriter:
+    """One writer per eval directory for the whole process: TensorBoard names event files by the second they are
+    opened, so a writer per evaluation would overwrite another opened in the same second."""
+    return metrics.MetricsWriter(out_dir, subdir="tensorboard", jsonl_name="eval.jsonl")
+
+
+def record(out_dir: str, step: int, result: dict[str, float], provenance: dict[str, Any]) -> None:
+    """OUT_DIR/step_N.json (metrics + where they came from), and OUT_DIR/best.json when masked_lm_accuracy beats
+    the best so far (or re-evaluates the best step). Only process 0 writes."""
     if jax.process_index() != 0:
         return
-    out_dir = os.path.join(workdir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
+    entry = {"step": step, **result, **provenance}
     with open(os.path.join(out_dir, f"step_{step}.json"), "w") as f:
-        json.dump({"step": step, **result}, f, indent=2)
-    writer = metrics.MetricsWriter(out_dir, subdir="tensorboard", jsonl_name="eval.jsonl")
-    writer.write(step, result)
-    writer.close()
+        json.dump(entry, f, indent=2)
     best_path = os.path.join(out_dir, "best.json")
     best = json.load(open(best_path)) if os.path.exists(best_path) else None
-    if best is None or result["masked_lm_accuracy"] > best["masked_lm_accuracy"]:
+    if best is None or best["step"] == step or result["masked_lm_accuracy"] > best["masked_lm_accuracy"]:
         with open(best_path, "w") as f:
-            json.dump({"step": step, "checkpoint": os.path.join(workdir, "checkpoints", str(step)), **result}, f,
-                      indent=2)
+            json.dump(entry, f, indent=2)
 
 
-def restore_params(workdir: str, mesh: Mesh, rules: Any, step: int | None = None) -> tuple[int, Any, Any]:
-    """(step, params, params sharding) of a run's checkpoint, laid out on `mesh`."""
-    config = AlbertConfig()
-    boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
-    tx = optim.make_optimizer(boxed)
-    abstract, shardings = steps.state_shardings(config, tx, mesh, rules)
+def _checkpoint_steps(workdir: str, must_exist: bool = True) -> list[int]:
+    """The steps of the run's finished checkpoints, in order."""
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        if not must_exist:
+            return []  # continuous mode started before the run's first save
+        raise FileNotFoundError(f"{workdir} has no checkpoints/ directory: pass the --workdir of a training run "
+                                f"(or --init=MODEL_DIR to evaluate a model directory).")
     manager = checkpoint.make_manager(workdir)
-    step, state, _, _ = checkpoint.restore(manager, checkpoint.abstract_with_shardings(abstract, shardings),
-                                           step=step, with_iterator=False)
+    found = sorted(manager.all_steps())
     manager.close()
-    return step, state.params, shardings.params
+    return found
 
 
+def final_step() -> int:
+    """The run's last step: train.num_train_steps as bound by the gin config in force (the run's config.gin)."""
+    from albert_jax import train
+
+    default = inspect.signature(train.train).parameters["num_train_steps"].default
+    return int(gin.get_bindings(train.train).get("num_train_steps", default))
+
+
+@gin.configurable(denylist=["workdir", "step", "continuous"])
 def evaluate_checkpoints(workdir: str, step: int | None = None, continuous: bool = False,
                          poll_seconds: float = 30.0, timeout_seconds: float = 3600.0) -> dict[int, dict]:
-    """Evaluates one checkpoint (latest or `step`), or in continuous mode every new one until the run ends
-    (no new checkpoint for `timeout_seconds`)."""
+    """Evaluates one checkpoint (`step`, default the latest); or, in continuous mode, every checkpoint without
+    an eval/step_N.json, each once, looking for new ones every `poll_seconds`, until the run's final step has
+    been evaluated or no new checkpoint has appeared for `timeout_seconds`. Returns {step: metrics} of the
+    evaluations made."""
+    if continuous and step is not None:
+        raise ValueError("--continuous evaluates every new checkpoint; it cannot be combined with --step.")
     mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
+    last_step = final_step() if continuous else None
+    done = lambda s: os.path.exists(os.path.join(workdir, "eval", f"step_{s}.json"))  # noqa: E731
     results: dict[int, dict] = {}
-    evaluator = None
-    last_new = time.time()
+    evaluator, last_new = None, time.time()
     while True:
-        manager = checkpoint.make_manager(workdir)
-        available = sorted(manager.all_steps())
-        manager.close()
-        if not available:
-            raise FileNotFoundError(f"No checkpoints in {workdir}/checkpoints.")
-        todo = [step if step is not None else available[-1]] if not continuous else [
-            s for s in available if s not in results and not os.path.exists(
-                os.path.join(workdir, "eval", f"step_{s}.json"))]
-        for target in todo:
-            restored_step, params, sharding = restore_params(workdir, mesh, rules, target)
+        available = _checkpoint_steps(workdir, must_exist=not continuous)
+        if not continuous and (not available or (step is not None and step not in available)):
+            raise FileNotFoundError(f"No checkpoint {'yet' if step is None else f'for step {step}'} in {workdir}/"
+                                    f"checkpoints; available steps: {available}. Pass one of them to --step (or "
+                                    f"omit it for the latest).")
+        todo = [s for s in available if not done(s)] if continuous else [step if step is not None else available[-1]]
+        for target in _from_process_zero(todo):
+            if continuous and not os.path.isdir(os.path.join(workdir, "checkpoints", str(target))):
+                continue  # removed by the run's max_to_keep since it was listed
+            config, params, shardings = pretrained.restore_on_mesh(workdir, target, mesh, rules)
             if evaluator is None:
-                evaluator = Evaluator(AlbertConfig(), mesh, rules, sharding, input_config=data_setup.prepare_data())
-            results[restored_step] = evaluator.run_and_record(params, restored_step, workdir)
-            print(json.dumps({"step": restored_step, **results[restored_step]}), flush=True)
+                evaluator = Evaluator(config, mesh, rules, shardings, input_config=_prepared_input_config())
+            results[target] = evaluator.run_and_record(params, target, workdir)
+            print(json.dumps({"step": target, **results[target]}), flush=True)
             last_new = time.time()
-        if not continuous or time.time() - last_new > timeout_seconds:
+        timed_out = time.time() - last_new > timeout_seconds
+        if _from_process_zero([int(not continuous or done(last_step) or timed_out)]) == [1]:
+            if continuous and not done(last_step):
+                print(f"No new checkpoint in {workdir} for {timeout_seconds:.0f} s; stopping before the final "
+                      f"step {last_step}.", flush=True)
             return results
         time.sleep(poll_seconds)
+
+
+def _from_process_zero(values: list[int]) -> list[int]:
+    """Process 0's list, on every process: which checkpoints to evaluate and when to stop are decided once, from
+    one view of the files, so that all processes run the same collective steps."""
+    if jax.process_count() == 1:
+        return values
+    length = int(multihost_utils.broadcast_one_to_all(np.int32(len(values))))
+    padded = np.zeros(length, np.int64)
+    padded[: min(length, len(values))] = values[:length]
+    return [int(v) for v in multihost_utils.broadcast_one_to_all(padded)]
+
+
+def evaluate_pretrained(init: str, workdir: str, step: int | None = None, vocab: str | None = None) -> dict:
+    """Evaluates the model directory `init` (any kind `pretrained.load_pretrained` reads) on the gin-configured
+    corpus tokenized with the model's vocabulary (`vocab` overrides the one found with it); records the result
+    under WORKDIR/eval at `step` (0 when not given: a model from outside has no step of a run)."""
+    model = pretrained.load_pretrained(init, step)
+    params = pretrained.pretraining_params(model)
+    tokenizer = pretrained.model_tokenizer(model, vocab)
+    spec = data_setup.DataSpec()
+    if spec.corpus != "instances":  # the instances are written here: check their length before writing them
+        _check_length(InstanceConfig().max_seq_length, model.config)
+    input_config = _prepared_input_config(_spec_with_vocab(spec, tokenizer))
+    _check_eval_data(input_config.eval_dir, tokenizer, model.config)
+    mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
+    placed, shardings = pretrained.place_on_mesh(params, model.config, mesh, rules)
+    evaluator = Evaluator(model.config, mesh, rules, shardings, input_config=input_config)
+    step = 0 if step is None else step
+    result = evaluator.run_and_record(placed, step, workdir, provenance={
+        "model": model.source, "vocab": os.path.abspath(tokenizer.path), "eval_dir": input_config.eval_dir})
+    print(json.dumps({"step": step, **result}), flush=True)
+    return result
+
+
+def _spec_with_vocab(spec: data_setup.DataSpec, tokenizer: Tokenizer) -> data_setup.DataSpec:
+    """The spec with its vocabulary bound to `tokenizer`'s file. Text corpora are prepared under a cache keyed by
+    the vocabulary's digest, since a prepared corpus directory is keyed by its source files only; the demo
+    corpus is read as text (its own prepared corpus uses the demo vocabulary)."""
+    if spec.corpus == "demo":
+        from data.demo_corpus import ensure_demo_corpus
+
+        text = ensure_demo_corpus(os.path.join(spec.cache_dir, "demo"), vocab_size=spec.vocab_size,
+                                  eval_fraction=spec.eval_fraction, workers=spec.num_workers)["text"]
+        spec = dataclasses.replace(spec, corpus="text", text_files=(text,), text_format="sentences")
+    if spec.corpus == "prepared":
+        from albert_jax.input.corpus import load_corpus_info
+
+        load_corpus_info(spec.corpus_dir, tokenizer)  # a corpus made with another vocabulary is a clear error
+    if spec.corpus in ("text", "tfds"):
+        cache = os.path.join(spec.cache_dir, f"vocab-{tokenizer.sha256()[:12]}")
+        spec = dataclasses.replace(spec, vocab_path=os.path.abspath(tokenizer.path), cache_dir=cache)
+    return spec
+
+
+def _check_eval_data(eval_dir: str, tokenizer: Tokenizer, config: AlbertConfig) -> None:
+    """The eval instances must come from `tokenizer`'s vocabulary and fit the model's tables."""
+    meta = input_loader.load_dataset_info(eval_dir)
+    recorded = meta.get("vocab", {}).get("sha256") or (
+        Tokenizer(meta["vocab_path"]).sha256() if os.path.isfile(meta.get("vocab_path", "")) else None)
+    if recorded not in (None, tokenizer.sha256()) or meta["vocab_size"] > config.vocab_size:
+        raise ValueError(f"The eval instances in {eval_dir} were made with another vocabulary "
+                         f"({meta['vocab_size']} pieces, {meta.get('vocab_path') or meta.get('vocab')}) than the "
+                         f"model's {tokenizer.path}: point InputConfig.eval_dir at instances made with it, or use "
+                         f"a text corpus (corpus/text.gin), which is tokenized with the model's vocabulary.")
+    _check_length(meta["max_seq_length"], config)
+
+
+def _check_length(max_seq_length: int, config: AlbertConfig) -> None:
+    """Instances longer than the model's position table cannot be evaluated."""
+    if max_seq_length > config.max_position_embeddings:
+        raise ValueError(f"The eval instances are {max_seq_length} tokens long but the model has "
+                         f"{config.max_position_embeddings} positions: bind --gin.InstanceConfig.max_seq_length="
+                         f"{config.max_position_embeddings} (or less).")
+
+
+def _prepared_input_config(spec: data_setup.DataSpec | None = None) -> input_loader.InputConfig:
+    """Process 0 prepares missing data; the others wait for it, then find it ready."""
+    if jax.process_index() == 0:
+        input_config = data_setup.prepare_data(spec)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("albert_jax: eval data prepared")
+    if jax.process_index() != 0:
+        input_config = data_setup.prepare_data(spec)
+    return input_config

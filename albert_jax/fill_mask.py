@@ -2,7 +2,7 @@
 
 `python -m albert_jax.fill_mask --model DIR --text "the capital of france is [MASK] ." --top_k 5`
 
-DIR is any model directory `finetune.load_pretrained` accepts (convert.tf / convert.hf import output, a
+DIR is any model directory `pretrained.load_pretrained` accepts (convert.tf / convert.hf import output, a
 pretraining workdir, a transformers directory, an unconverted TF release). The vocabulary is the SentencePiece
 model found next to the weights (30k-clean.model, spiece.model, or the run's configured one) unless --vocab
 names one. The text is split at each literal "[MASK]"; the pieces between are tokenized with the project's
@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from albert_jax.finetune import Pretrained, PretrainedError, load_pretrained
 from albert_jax.input.tokenizer import CLS_ID, MASK_ID, SEP_ID, WORD_BOUNDARY, Tokenizer
 from albert_jax.model import AlbertForPreTraining
+from albert_jax.pretrained import Pretrained, PretrainedError, load_pretrained
 
 MASK_TOKEN = "[MASK]"
 MLM_HEAD = ("mlm_dense", "mlm_layer_norm", "mlm_output_bias")

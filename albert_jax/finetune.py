@@ -2,10 +2,10 @@
 
 `python -m albert_jax.finetune --gin_file=experiments/finetune/sst2.gin --init=DIR --workdir=OUT`
 
-DIR is any starting point `load_pretrained` accepts: a directory written by `python -m albert_jax.convert.tf` or
-`python -m albert_jax.convert.hf import` (albert_config.json + params/), a pretraining run's workdir (its latest
-checkpoint, or `--init_step`), a transformers directory (config.json + safetensors), or an unconverted TF
-release (converted in memory). The model follows the original run_classifier: the pooled output ([CLS] through
+DIR is any starting point `pretrained.load_pretrained` accepts: a directory written by `python -m
+albert_jax.convert.tf` or `python -m albert_jax.convert.hf import` (albert_config.json + params/), a pretraining
+run's workdir (its latest checkpoint, or `--init_step`), a transformers directory (config.json + safetensors), or
+an unconverted TF release (converted in memory). The model follows the original run_classifier: the pooled output ([CLS] through
 the pooler's dense + tanh), dropout (0.1 by default), and a dense layer to the labels initialized with a
 truncated normal of std 0.02; cross-entropy for classes, squared error for regression (num_labels = 1). The
 optimizer is the original AdamWeightDecay (Adam moments without bias correction, decoupled weight decay 0.01
@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import shutil
 import sys
 import time
@@ -36,132 +35,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import traverse_util
 from jax.sharding import PartitionSpec
 
 from albert_jax import gin_setup, optim, partitioning, tasks
 from albert_jax.config import AlbertConfig
-from albert_jax.convert import hf
 from albert_jax.convert import tf as convert_tf
-from albert_jax.input.tokenizer import Tokenizer
 from albert_jax.metrics import MetricsWriter
 from albert_jax.model import AlbertModel, dense
+from albert_jax.pretrained import Pretrained, PretrainedError, load_pretrained, model_tokenizer  # noqa: F401
+from albert_jax.train_step import opt_state_specs
 
 Array = jax.Array
 OPTIMIZERS = ("adamw_original", "adamw")
-
-
-class PretrainedError(ValueError):
-    """A starting-point directory that cannot be loaded; the message says what was expected."""
-
-
-@dataclasses.dataclass
-class Pretrained:
-    """A restored model: config, unboxed parameter tree (AlbertForPreTraining's, or a fine-tuned model's with
-    `classifier` instead of the pretraining heads), its SentencePiece vocabulary if one was found, and a label."""
-
-    config: AlbertConfig
-    params: dict[str, Any]
-    vocab: str | None
-    source: str
-
-
-def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
-    """Restores a model from any supported directory (see the module doc); `step` picks a workdir checkpoint."""
-    path = Path(path).resolve()
-    if not path.exists():
-        raise PretrainedError(f"{path} does not exist")
-    if (path / hf.OUR_PARAMS_DIR).is_dir() and (path / hf.OUR_CONFIG_FILE).is_file():
-        fields = json.loads((path / hf.OUR_CONFIG_FILE).read_text())
-        try:
-            config = AlbertConfig(**fields)
-        except TypeError as error:
-            raise PretrainedError(f"{path / hf.OUR_CONFIG_FILE} is not this project's AlbertConfig ({error}); an "
-                                  "original release's config sits next to model.ckpt-*, not params/") from error
-        params = _restore_numpy(path / hf.OUR_PARAMS_DIR)
-        found = Pretrained(config, params, _find_vocab(path), f"converted directory {path}")
-    elif (path / "config.json").is_file():
-        config, params = hf.load_hf_dir(path)
-        found = Pretrained(config, params, _find_vocab(path), f"transformers directory {path}")
-    elif (path / convert_tf.TF_CONFIG_FILE).is_file() and list(path.glob("model.ckpt-*.index")):
-        config, params, summary = convert_tf.load_tf_dir(path)
-        found = Pretrained(config, params, _find_vocab(path), f"TensorFlow checkpoint {summary['checkpoint']}")
-    elif (path / "checkpoints").is_dir():
-        found = _load_workdir(path, step)
-    elif path.name == "checkpoints" and path.is_dir():
-        found = _load_workdir(path.parent, step)
-    elif (path / "state").is_dir() and path.parent.name == "checkpoints" and path.name.isdigit():
-        found = _load_workdir(path.parent.parent, int(path.name))
-    else:
-        listing = ", ".join(sorted(p.name for p in path.iterdir())[:12]) if path.is_dir() else "a file"
-        raise PretrainedError(
-            f"{path} is not a model directory (it holds: {listing or 'nothing'}). Expected one of: albert_config.json "
-            "+ params/ (convert.tf / convert.hf import output), a pretraining workdir with checkpoints/, a "
-            "transformers directory (config.json + model.safetensors), or an original TF release")
-    _check_encoder(found)
-    return found
-
-
-def _load_workdir(workdir: Path, step: int | None) -> Pretrained:
-    """Parameters (only: optimizer state stays on disk) and model config of a pretraining run's checkpoint."""
-    import orbax.checkpoint as ocp
-
-    root = workdir / "checkpoints"
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / "state").is_dir())
-    if not steps:
-        raise PretrainedError(f"{root} holds no finished checkpoint")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise PretrainedError(f"{root} has no checkpoint for step {step}; it has {steps}")
-    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
-        info = checkpointer.restore(root / str(step) / "config")
-    config = AlbertConfig(**info["model"])
-    params = _restore_numpy(root / str(step) / "state", "params")
-    gin_text = info.get("gin", "")
-    if (workdir / "config.gin").is_file():
-        gin_text += "\n" + (workdir / "config.gin").read_text()
-    return Pretrained(config, params, _find_vocab(workdir, gin_text), f"workdir {workdir} step {step}")
-
-
-def _restore_numpy(directory: Path, subtree: str | None = None) -> Any:
-    """An orbax pytree checkpoint (or only its `subtree` entry) as host numpy arrays, whatever the device count
-    or mesh it was saved from (a restore without a target refuses a different topology)."""
-    import orbax.checkpoint as ocp
-
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        tree = checkpointer.metadata(directory).item_metadata.tree
-        item = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), tree if subtree is None else
-                            {subtree: tree[subtree]})
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-        restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
-            item=item, restore_args=restore_args, partial_restore=subtree is not None))
-    return restored if subtree is None else restored[subtree]
-
-
-def _find_vocab(directory: Path, gin_text: str = "") -> str | None:
-    """The SentencePiece model next to the weights (30k-clean.model, spiece.model, or a single *.model), else a
-    `.model` path named in the run's gin config that exists; None when there is none."""
-    for name in ("30k-clean.model", "spiece.model"):
-        if (directory / name).is_file():
-            return str(directory / name)
-    models = sorted(directory.glob("*.model"))
-    if len(models) == 1:
-        return str(models[0])
-    for candidate in re.findall(r"['\"]([^'\"\s]+\.model)['\"]", gin_text):
-        if Path(candidate).is_file():
-            return str(Path(candidate).resolve())
-    return None
-
-
-def _check_encoder(found: Pretrained) -> None:
-    """The encoder tensors must be exactly those the config describes."""
-    shapes = hf.expected_shapes(found.config)
-    flat = traverse_util.flatten_dict(found.params)
-    problems = [f"{'/'.join(p)}: expected {shapes[p].shape}, found {flat[p].shape if p in flat else 'nothing'}"
-                for p in shapes if p[0] == "albert" and (p not in flat or tuple(flat[p].shape) != shapes[p].shape)]
-    if problems:
-        raise PretrainedError(f"{found.source} does not match its config:\n  " + "\n  ".join(problems[:8]))
 
 
 class AlbertClassifier(nn.Module):
@@ -217,18 +102,6 @@ class FinetuneState:
     rng: Array
 
 
-def _opt_state_specs(opt_state: Any, params: Any, param_specs: Any) -> Any:
-    """Optimizer-state specs: sub-trees shaped like the parameters (moments) take their specs, the rest
-    (counts, empty states) is replicated."""
-    structure = jax.tree.structure(params)
-
-    def params_like(node: Any) -> bool:
-        return jax.tree.structure(node) == structure
-
-    return jax.tree.map(lambda node: param_specs if params_like(node) else PartitionSpec(), opt_state,
-                        is_leaf=params_like)
-
-
 def _set_encoder(params: dict[str, Any], encoder: dict[str, Any]) -> dict[str, Any]:
     return {**params, "albert": encoder}
 
@@ -251,8 +124,8 @@ class Runner:
 
         param_specs = nn.get_partition_spec(jax.eval_shape(boxed_params, jax.random.PRNGKey(0)))
         abstract = jax.eval_shape(init)
-        specs = FinetuneState(PartitionSpec(), param_specs, _opt_state_specs(abstract.opt_state, abstract.params,
-                                                                              param_specs), PartitionSpec())
+        specs = FinetuneState(PartitionSpec(), param_specs, opt_state_specs(abstract.opt_state, abstract.params,
+                                                                             param_specs), PartitionSpec())
         self.sharding = partitioning.logical_to_sharding(specs, self.mesh, self.rules)
         self._init = jax.jit(init, out_shardings=self.sharding)
         batch_sharding, replicated = partitioning.batch_sharding(self.mesh), partitioning.replicated(self.mesh)
@@ -374,14 +247,8 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
     if not task.eval_splits:
         raise ValueError(f"task {task.name!r} has no evaluation split: add one to make_task.files (or eval_splits)")
     pretrained = load_pretrained(init, init_step)
-    vocab_path = vocab or pretrained.vocab
-    if vocab_path is None:
-        raise PretrainedError(f"no SentencePiece vocabulary found with {pretrained.source}; pass --vocab=PATH.model")
-    tokenizer = Tokenizer(vocab_path)
-    config = pretrained.config
-    if tokenizer.vocab_size > config.vocab_size:
-        raise PretrainedError(f"vocabulary {vocab_path} has {tokenizer.vocab_size} pieces but the model only "
-                              f"{config.vocab_size} embeddings: it is not this model's vocabulary")
+    tokenizer = model_tokenizer(pretrained, vocab)
+    vocab_path, config = tokenizer.path, pretrained.config
     if max_seq_length > config.max_position_embeddings:
         raise ValueError(f"finetune.max_seq_length={max_seq_length} exceeds the model's "
                          f"max_position_embeddings={config.max_position_embeddings}")

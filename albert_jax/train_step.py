@@ -45,7 +45,7 @@ def _init_state(config: AlbertConfig, tx: optax.GradientTransformation, seed: in
                       nonfinite_streak=zero, nonfinite_total=zero)
 
 
-def _opt_state_specs(opt_state: Any, params: Any, param_specs: Any) -> Any:
+def opt_state_specs(opt_state: Any, params: Any, param_specs: Any) -> Any:
     """Logical specs of the optimizer state: every sub-tree shaped like the parameters (moments) takes the
     parameters' specs; everything else (counts, scalars) is replicated."""
     params_def = jax.tree.structure(params)
@@ -64,7 +64,7 @@ def state_shardings(config: AlbertConfig, tx: optax.GradientTransformation, mesh
     abstract = jax.eval_shape(lambda: _init_state(config, tx, 0))
     param_specs = nn.get_partition_spec(boxed_params)
     specs = TrainState(step=PartitionSpec(), params=param_specs,
-                       opt_state=_opt_state_specs(abstract.opt_state, abstract.params, param_specs),
+                       opt_state=opt_state_specs(abstract.opt_state, abstract.params, param_specs),
                        rng=PartitionSpec(), nonfinite_streak=PartitionSpec(), nonfinite_total=PartitionSpec())
     return abstract, partitioning.logical_to_sharding(specs, mesh, rules)
 

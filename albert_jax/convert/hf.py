@@ -35,6 +35,7 @@ import argparse
 import functools
 import json
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -441,24 +442,28 @@ def import_command(hf_dir: str | Path, out_dir: str | Path, force: bool = False)
         checkpointer.wait_until_finished()
 
 
-def export_command(our_dir: str | Path, hf_dir: str | Path) -> None:
-    """OUT_DIR written by `import` (or by training, same layout) -> transformers directory."""
-    import orbax.checkpoint as ocp
+def export_command(our_dir: str | Path, hf_dir: str | Path, step: int | None = None) -> None:
+    """A converted directory (`import` output: albert_config.json + params/) or a pretraining run's workdir (its
+    latest checkpoint's parameters, or `step`'s) -> transformers directory, with the vocabulary as spiece.model
+    when one is found next to the model. Parameters are read onto the host, so a checkpoint saved sharded over
+    any number of devices exports on any machine."""
+    from albert_jax import pretrained  # here: pretrained reads transformers directories through this module
 
     our = Path(our_dir).resolve()
     _require_dir(our, "checkpoint directory")
-    for name in (OUR_CONFIG_FILE, OUR_PARAMS_DIR):
-        if not (our / name).exists():
-            raise ConversionError(f"{our} has no {name}; expected the layout `import` writes "
-                                  f"({OUR_CONFIG_FILE} + {OUR_PARAMS_DIR}/)")
-    fields = json.loads((our / OUR_CONFIG_FILE).read_text())
+    converted = (our / OUR_CONFIG_FILE).is_file() and (our / OUR_PARAMS_DIR).is_dir()
+    if not converted and not (our / "checkpoints").is_dir():
+        missing = OUR_CONFIG_FILE if not (our / OUR_CONFIG_FILE).exists() else OUR_PARAMS_DIR
+        raise ConversionError(f"{our} has no {missing}; expected the layout `import` writes ({OUR_CONFIG_FILE} + "
+                              f"{OUR_PARAMS_DIR}/) or a pretraining workdir (checkpoints/)")
     try:
-        config = AlbertConfig(**fields)
-    except TypeError as error:
-        raise ConversionError(f"{our / OUR_CONFIG_FILE} is not an AlbertConfig of this project: {error}") from error
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore(our / OUR_PARAMS_DIR)
-    save_hf_dir(config, params, hf_dir)
+        model = pretrained.load_pretrained(our, step)
+    except pretrained.PretrainedError as error:
+        raise ConversionError(str(error)) from error
+    save_hf_dir(model.config, model.params, hf_dir)
+    target = Path(hf_dir).resolve() / "spiece.model"
+    if model.vocab is not None and Path(model.vocab).resolve() != target:
+        shutil.copyfile(model.vocab, target)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -469,15 +474,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     importer.add_argument("hf_dir")
     importer.add_argument("out_dir")
     importer.add_argument("--force", action="store_true", help="overwrite OUT_DIR/params")
-    exporter = commands.add_parser("export", help="albert_config.json + orbax params -> transformers directory")
-    exporter.add_argument("out_dir")
+    exporter = commands.add_parser("export", help="albert_config.json + orbax params, or a run workdir -> "
+                                   "transformers directory")
+    exporter.add_argument("out_dir", help="albert_config.json + params/, or a pretraining workdir")
     exporter.add_argument("hf_dir")
+    exporter.add_argument("--step", type=int, default=None, help="workdir checkpoint step (default: latest)")
     args = parser.parse_args(argv)
     try:
         if args.command == "import":
             import_command(args.hf_dir, args.out_dir, force=args.force)
         else:
-            export_command(args.out_dir, args.hf_dir)
+            export_command(args.out_dir, args.hf_dir, step=args.step)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

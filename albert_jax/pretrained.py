@@ -1,0 +1,205 @@
+"""Load a pretrained ALBERT from any directory this project meets, as host numpy parameters and a config.
+
+`load_pretrained(DIR)` accepts
+  * a directory written by `python -m albert_jax.convert.tf` or `python -m albert_jax.convert.hf import`
+    (albert_config.json + params/), and a fine-tuned `OUT/model` (the same layout, with a classifier);
+  * a pretraining run's workdir, its checkpoints/ or checkpoints/<step> (only the parameters are read);
+  * a transformers directory (config.json + safetensors);
+  * an unconverted original TF release (albert_config.json + model.ckpt-*), converted in memory.
+Parameters come back as numpy arrays whatever device count or mesh they were saved from, so every consumer
+(fine-tuning, fill-mask, evaluation, export) places them on its own devices (`place_on_mesh`); a run's
+checkpoint can also be restored straight onto a mesh (`restore_on_mesh`). Fine-tuning, fill-mask, evaluation
+and export share this module so that "a model directory" means the same thing to all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from flax import traverse_util
+from jax.sharding import Mesh
+
+from albert_jax import partitioning
+from albert_jax.config import AlbertConfig
+from albert_jax.convert import hf
+from albert_jax.convert import tf as convert_tf
+from albert_jax.input.tokenizer import Tokenizer
+from albert_jax.model import init_params
+
+
+class PretrainedError(ValueError):
+    """A starting-point directory that cannot be loaded; the message says what was expected."""
+
+
+@dataclasses.dataclass
+class Pretrained:
+    """A restored model: config, unboxed parameter tree (AlbertForPreTraining's, or a fine-tuned model's with
+    `classifier` instead of the pretraining heads), its SentencePiece vocabulary if one was found, and a label."""
+
+    config: AlbertConfig
+    params: dict[str, Any]
+    vocab: str | None
+    source: str
+
+
+def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
+    """Restores a model from any supported directory (see the module doc); `step` picks a workdir checkpoint."""
+    path = Path(path).resolve()
+    if not path.exists():
+        raise PretrainedError(f"{path} does not exist")
+    if (path / hf.OUR_PARAMS_DIR).is_dir() and (path / hf.OUR_CONFIG_FILE).is_file():
+        fields = json.loads((path / hf.OUR_CONFIG_FILE).read_text())
+        try:
+            config = AlbertConfig(**fields)
+        except TypeError as error:
+            raise PretrainedError(f"{path / hf.OUR_CONFIG_FILE} is not this project's AlbertConfig ({error}); an "
+                                  "original release's config sits next to model.ckpt-*, not params/") from error
+        params = _restore_numpy(path / hf.OUR_PARAMS_DIR)
+        found = Pretrained(config, params, _find_vocab(path), f"converted directory {path}")
+    elif (path / "config.json").is_file():
+        config, params = hf.load_hf_dir(path)
+        found = Pretrained(config, params, _find_vocab(path), f"transformers directory {path}")
+    elif (path / convert_tf.TF_CONFIG_FILE).is_file() and list(path.glob("model.ckpt-*.index")):
+        config, params, summary = convert_tf.load_tf_dir(path)
+        found = Pretrained(config, params, _find_vocab(path), f"TensorFlow checkpoint {summary['checkpoint']}")
+    elif (path / "checkpoints").is_dir():
+        found = _load_workdir(path, step)
+    elif path.name == "checkpoints" and path.is_dir():
+        found = _load_workdir(path.parent, step)
+    elif (path / "state").is_dir() and path.parent.name == "checkpoints" and path.name.isdigit():
+        found = _load_workdir(path.parent.parent, int(path.name))
+    else:
+        listing = ", ".join(sorted(p.name for p in path.iterdir())[:12]) if path.is_dir() else "a file"
+        raise PretrainedError(
+            f"{path} is not a model directory (it holds: {listing or 'nothing'}). Expected one of: albert_config.json "
+            "+ params/ (convert.tf / convert.hf import output), a pretraining workdir with checkpoints/, a "
+            "transformers directory (config.json + model.safetensors), or an original TF release")
+    _check_encoder(found)
+    return found
+
+
+def _load_workdir(workdir: Path, step: int | None) -> Pretrained:
+    """Parameters (only: optimizer state stays on disk) and model config of a pretraining run's checkpoint."""
+    import orbax.checkpoint as ocp
+
+    root = workdir / "checkpoints"
+    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / "state").is_dir())
+    if not steps:
+        raise PretrainedError(f"{root} holds no finished checkpoint")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise PretrainedError(f"{root} has no checkpoint for step {step}; it has {steps}")
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+        info = checkpointer.restore(root / str(step) / "config")
+    config = AlbertConfig(**info["model"])
+    params = _restore_numpy(root / str(step) / "state", "params")
+    gin_text = info.get("gin", "")
+    if (workdir / "config.gin").is_file():
+        gin_text += "\n" + (workdir / "config.gin").read_text()
+    return Pretrained(config, params, _find_vocab(workdir, gin_text), f"workdir {workdir} step {step}")
+
+
+def _restore_numpy(directory: Path, subtree: str | None = None) -> Any:
+    """An orbax pytree checkpoint (or only its `subtree` entry) as host numpy arrays, whatever the device count
+    or mesh it was saved from (a restore without a target refuses a different topology)."""
+    import orbax.checkpoint as ocp
+
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(directory).item_metadata.tree
+        item = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), tree if subtree is None else
+                            {subtree: tree[subtree]})
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+        restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
+            item=item, restore_args=restore_args, partial_restore=subtree is not None))
+    return restored if subtree is None else restored[subtree]
+
+
+def _find_vocab(directory: Path, gin_text: str = "") -> str | None:
+    """The SentencePiece model next to the weights (30k-clean.model, spiece.model, or a single *.model), else a
+    `.model` path named in the run's gin config that exists; None when there is none."""
+    for name in ("30k-clean.model", "spiece.model"):
+        if (directory / name).is_file():
+            return str(directory / name)
+    models = sorted(directory.glob("*.model"))
+    if len(models) == 1:
+        return str(models[0])
+    for candidate in re.findall(r"['\"]([^'\"\s]+\.model)['\"]", gin_text):
+        if Path(candidate).is_file():
+            return str(Path(candidate).resolve())
+    return None
+
+
+def _check_encoder(found: Pretrained) -> None:
+    """The encoder tensors must be exactly those the config describes."""
+    shapes = hf.expected_shapes(found.config)
+    flat = traverse_util.flatten_dict(found.params)
+    problems = [f"{'/'.join(p)}: expected {shapes[p].shape}, found {flat[p].shape if p in flat else 'nothing'}"
+                for p in shapes if p[0] == "albert" and (p not in flat or tuple(flat[p].shape) != shapes[p].shape)]
+    if problems:
+        raise PretrainedError(f"{found.source} does not match its config:\n  " + "\n  ".join(problems[:8]))
+
+
+def pretraining_params(found: Pretrained) -> dict[str, Any]:
+    """The parameters as exactly AlbertForPreTraining's tree (encoder, MLM and sentence-order heads); tensors of
+    other heads are dropped. A model without the pretraining heads (a fine-tuned classifier) is an error."""
+    shapes, flat = hf.expected_shapes(found.config), traverse_util.flatten_dict(found.params)
+    problems = [f"{'/'.join(p)}: expected {shapes[p].shape}, found {flat[p].shape if p in flat else 'nothing'}"
+                for p in shapes if p not in flat or tuple(flat[p].shape) != shapes[p].shape]
+    if problems:
+        raise PretrainedError(f"{found.source} is not a pretraining model (AlbertForPreTraining with MLM and "
+                              f"sentence-order heads): {'; '.join(problems[:4])}. A fine-tuned classifier has no "
+                              f"pretraining heads; use the model it was fine-tuned from.")
+    return traverse_util.unflatten_dict({path: flat[path] for path in shapes})
+
+
+def model_tokenizer(found: Pretrained, vocab: str | None = None) -> Tokenizer:
+    """The tokenizer of `vocab`, else of the vocabulary found with the model; an error when there is none or when
+    it has more pieces than the model has embeddings (then it is not the model's vocabulary)."""
+    path = vocab or found.vocab
+    if path is None:
+        raise PretrainedError(f"no SentencePiece vocabulary found with {found.source}; pass --vocab=PATH.model")
+    tokenizer = Tokenizer(path)
+    if tokenizer.vocab_size > found.config.vocab_size:
+        raise PretrainedError(f"vocabulary {path} has {tokenizer.vocab_size} pieces but the model only "
+                              f"{found.config.vocab_size} embeddings: it is not this model's vocabulary")
+    return tokenizer
+
+
+def param_shardings(config: AlbertConfig, mesh: Mesh, rules: Any) -> tuple[Any, Any]:
+    """(abstract unboxed AlbertForPreTraining parameter tree, its NamedShardings on `mesh`), nothing allocated."""
+    boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    return nn.unbox(boxed), partitioning.logical_to_sharding(nn.get_partition_spec(boxed), mesh, rules)
+
+
+def place_on_mesh(params: Any, config: AlbertConfig, mesh: Mesh, rules: Any) -> tuple[Any, Any]:
+    """(params as global arrays laid out on `mesh`, their shardings) from a host tree shaped like
+    `pretraining_params`; each process fills only its own shards, so this also works across hosts."""
+    abstract, shardings = param_shardings(config, mesh, rules)
+    placed = jax.tree.map(lambda a, s, x: jax.make_array_from_callback(
+        a.shape, s, lambda index: np.asarray(x, a.dtype)[index]), abstract, shardings, params)
+    return placed, shardings
+
+
+def restore_on_mesh(workdir: str | Path, step: int, mesh: Mesh, rules: Any) -> tuple[AlbertConfig, Any, Any]:
+    """(model config, params, their shardings) of a pretraining run's checkpoint `step`: only the parameters are
+    read (not the optimizer state), straight onto `mesh`, whatever device count the run saved them from."""
+    import orbax.checkpoint as ocp
+
+    root = Path(workdir).resolve() / "checkpoints" / str(step)
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
+        config = AlbertConfig(**checkpointer.restore(root / "config")["model"])
+    abstract, shardings = param_shardings(config, mesh, rules)
+    args = jax.tree.map(lambda a, s: ocp.ArrayRestoreArgs(sharding=s, global_shape=a.shape, dtype=a.dtype),
+                        abstract, shardings)
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        restored = checkpointer.restore(root / "state", args=ocp.args.PyTreeRestore(
+            item={"params": abstract}, restore_args={"params": args}, partial_restore=True))
+    return config, restored["params"], shardings
