@@ -58,6 +58,11 @@ class DataSpec:
             raise ValueError(f"DataSpec.corpus={self.corpus!r} is not one of {CORPORA}")
 
 
+def _file_sha(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def _instances_key(spec: DataSpec, vocab_sha: str) -> str:
     shaping = {"instance": dataclasses.asdict(InstanceConfig()), "mode": spec.mode, "seed": spec.seed,
                "dupe": spec.dupe_factor, "vocab": vocab_sha,
@@ -84,7 +89,11 @@ def _corpus_dir(spec: DataSpec) -> str:
         if not spec.tfds_name:
             raise ValueError("DataSpec.corpus='tfds' needs DataSpec.tfds_name, e.g. 'wikipedia/20230601.en'")
         source = TfdsCorpus(spec.tfds_name, data_dir=spec.tfds_data_dir or None, text_feature=spec.tfds_text_feature)
-    key = hashlib.sha256(repr(source).encode()).hexdigest()[:12]
+    # The tokenized corpus depends on the source and the vocabulary: both are in the key, so changing either
+    # prepares a new directory instead of silently reusing text tokenized with another vocabulary.
+    vocab_id = _file_sha(spec.vocab_path) if spec.vocab_path and os.path.isfile(spec.vocab_path) else (
+        spec.vocab_path or f"trained-{spec.vocab_size}")
+    key = hashlib.sha256(f"{source!r}|{vocab_id}|{spec.eval_fraction}".encode()).hexdigest()[:12]
     out = os.path.join(spec.cache_dir, "corpora", key)
     vocab = spec.vocab_path or os.path.join(out, f"vocab{spec.vocab_size}.model")
     if not os.path.isfile(os.path.join(out, "corpus.json")):

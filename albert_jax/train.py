@@ -51,7 +51,8 @@ class Preemption:
 
 
 def operative_config_text() -> str:
-    return gin.operative_config_str() if gin.config._OPERATIVE_CONFIG else gin.config_str()
+    """Every binding in force (not only those used so far), so that eval and resume see the whole run."""
+    return gin.config_str()
 
 
 @gin.configurable(denylist=["workdir"])
