@@ -56,7 +56,7 @@ def test_later_bindings_win_and_bad_names_are_explained():
     try:
         gin_setup.parse(["models/albert_base.gin", "models/tiny.gin"], ["AlbertConfig.num_hidden_layers = 7"])
         config = AlbertConfig()
-        assert (config.hidden_size, config.num_hidden_layers) == (256, 7)
+        assert (config.hidden_size, config.num_hidden_layers) == (128, 7)
         with pytest.raises(gin_setup.GinConfigError, match=r"embeding_size.*AlbertConfig\.embedding_size"):
             gin_setup.parse(["models/tiny.gin"], ["AlbertConfig.embeding_size = 3"])
         with pytest.raises(gin_setup.GinConfigError, match="not found"):
