@@ -49,7 +49,7 @@ class DataSpec:
     vocab_size: int = 8000  # size of a vocabulary trained here (demo / text without vocab_path)
     eval_fraction: float = 0.05  # documents held out for evaluation (by document hash)
     mode: str = "dynamic"  # dynamic: masks drawn in the loader each epoch; static: masks written once
-    dupe_factor: int = 1  # static mode: masked copies of the corpus (the original used 40)
+    dupe_factor: int = 1  # copies of the training corpus, each cut into pairs (and, static, masked) anew; original 40
     seed: int = 12345  # instance creation (and static masking) seed
     num_workers: int = 2  # processes preparing data
 
