@@ -1,0 +1,268 @@
+"""The sweep tool: grid files and directories, printed commands, results collected from run directories in the
+real on-disk format, the CSV / Markdown / PNG outputs, resume, and one real two-variant sweep through launch.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import stat
+import sys
+import textwrap
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+from albert_jax import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write(path, text: str) -> str:
+    os.makedirs(os.path.dirname(str(path)), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(textwrap.dedent(text).lstrip())
+    return str(path)
+
+
+def fake_run(workdir: str, steps: int, log_every: int, eval_every: int, final_mlm: float) -> None:
+    """A run directory as train.py leaves it: metrics.jsonl, eval/eval.jsonl and eval/step_N.json."""
+    os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        for step in range(log_every, steps + 1, log_every):
+            speed = 100.0 if step == log_every else (10.0 if (step - log_every) % eval_every == 0 else 1000.0)
+            f.write(json.dumps({"step": step, "loss": 10.0 - step / steps, "tokens_per_s": speed}) + "\n")
+    for step in range(eval_every, steps + 1, eval_every):
+        result = {"masked_lm_accuracy": final_mlm * step / steps, "masked_lm_loss": 8.0 - step / steps,
+                  "sentence_order_accuracy": 0.6, "sentence_order_loss": 0.69, "examples": 64.0, "masked_tokens": 640.0}
+        with open(os.path.join(workdir, "eval", "eval.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, **result}) + "\n")
+        with open(os.path.join(workdir, "eval", f"step_{step}.json"), "w") as f:
+            json.dump({"step": step, **result, "checkpoint": "x"}, f)
+
+
+def test_grid_file_variants_bindings_and_paper_columns(tmp_path):
+    grid_file = write(tmp_path / "grid.gin", """
+        include 'base.gin'
+        train.num_train_steps = %NUM_TRAIN_STEPS  # a reference outside SWEEP_* is fine
+        SWEEP_TITLE = 'A grid'  # heading
+        SWEEP_VARIANTS = {  # the variants
+            'small': {'AlbertConfig.embedding_size': 16, 'AlbertConfig.sharing': 'all'},  # one
+            'nsp': {'gin_files': ['objective/nsp.gin'], 'NUM_TRAIN_STEPS': 7},  # two
+        }  # end
+        SWEEP_PAPER = {'small': {'params': '12M', 'avg': 80.1}, 'nsp': {'NSP': '90.5'}}  # reference
+        """)
+    grid = sweep.load_grid(grid_file)
+    assert grid.title == "A grid" and [v.name for v in grid.variants] == ["small", "nsp"]
+    small, nsp = grid.variants
+    assert small.gin_files == (os.path.abspath(grid_file),)
+    assert small.bindings == ("AlbertConfig.embedding_size=16", "AlbertConfig.sharing='all'")
+    assert nsp.gin_files == (os.path.abspath(grid_file), "objective/nsp.gin") and nsp.bindings == ("NUM_TRAIN_STEPS=7",)
+    assert grid.paper_columns == ["params", "avg", "NSP"] and dict(small.paper)["avg"] == "80.1"
+
+
+def test_the_ablation_grids_load():
+    expected = {"table3": 8, "table4": 8, "table5": 3}
+    for table, count in expected.items():
+        for scale in ("demo", "paper"):
+            grid = sweep.load_grid(f"ablations/{table}_{scale}.gin")
+            assert len(grid.variants) == count and grid.variants[0].gin_files[0] == f"ablations/{table}_{scale}.gin"
+            assert all(v.paper for v in grid.variants), (table, scale)
+
+
+def test_grid_directory_one_variant_per_file(tmp_path):
+    write(tmp_path / "grid" / "b_large.gin", "include 'base.gin'\nSWEEP_PAPER = {'params': '18M'}  # reference\n")
+    write(tmp_path / "grid" / "a_base.gin", "include 'base.gin'\n")
+    write(tmp_path / "grid" / "notes.txt", "not a variant\n")
+    grid = sweep.load_grid(str(tmp_path / "grid"))
+    assert [v.name for v in grid.variants] == ["a_base", "b_large"]
+    assert grid.variants[1].gin_files == (str(tmp_path / "grid" / "b_large.gin"),) and not grid.variants[1].bindings
+    assert grid.variants[1].paper == (("params", "18M"),) and grid.variants[0].paper == ()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("include 'base.gin'\n", "defines no SWEEP_VARIANTS"),
+    ("SWEEP_VARIANTS = {'a b': {}}  # c\n", "not usable as a directory name"),
+    ("SWEEP_VARIANTS = {'a': {'X.y': %Z}}  # c\n", "must hold plain values.*%Z"),
+    ("SWEEP_VARIANTS = {'a': 3}  # c\n", r"SWEEP_VARIANTS\['a'\] must be a dict"),
+    ("SWEEP_VARIANTS = {'a': {}}  # c\nSWEEP_PAPER = {'b': {}}  # c\n", "SWEEP_PAPER names variants"),
+])
+def test_grid_errors_name_the_fix(tmp_path, text, message):
+    with pytest.raises(sweep.SweepError, match=message):
+        sweep.load_grid(write(tmp_path / "bad.gin", text))
+
+
+def test_missing_grid_and_unknown_variant(tmp_path, capsys):
+    with pytest.raises(sweep.SweepError, match="not found"):
+        sweep.load_grid(str(tmp_path / "nope.gin"))
+    assert sweep.main(["ablations/table5_demo.gin", f"--out={tmp_path}", "--variants=sop,bogus"]) == 2
+    assert "['bogus'] not in the grid" in capsys.readouterr().err
+
+
+def test_print_commands_one_launch_per_variant(capsys):
+    assert sweep.main(["ablations/table4_paper.gin", "--out=/runs/t4", "--print_commands",
+                       "--gin.TRAIN_DIR='gs://b/train'", "--gin.EVAL_DIR='gs://b/eval'"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    grid = sweep.load_grid("ablations/table4_paper.gin")
+    assert len(lines) == 8
+    for line, variant in zip(lines, grid.variants):
+        words = shlex.split(line)
+        assert words[:2] == ["python", "launch.py"]
+        assert words[2:] == sweep.launch_args(variant, f"/runs/t4/{variant.name}", (),
+                                              ["TRAIN_DIR='gs://b/train'", "EVAL_DIR='gs://b/eval'"])
+    assert "--gin.AlbertConfig.sharing='none'" in shlex.split(lines[3]) and "--workdir=/runs/t4/e128_not_shared" in lines[3]
+
+
+def test_collect_writes_csv_markdown_and_plots(tmp_path):
+    grid = sweep.select(sweep.load_grid("ablations/table4_demo.gin"), "e32_all_shared,e32_not_shared,e128_shared_ffn")
+    out = str(tmp_path / "out")
+    done_dir, partial_dir = os.path.join(out, "e32_all_shared"), os.path.join(out, "e32_not_shared")
+    fake_run(done_dir, steps=200, log_every=10, eval_every=50, final_mlm=0.2)
+    fake_run(partial_dir, steps=100, log_every=10, eval_every=50, final_mlm=0.3)
+    with open(os.path.join(done_dir, sweep.DONE_FILE), "w") as f:
+        json.dump({"args": [], "seconds": 12.5}, f)
+    rows = sweep.collect(grid, out, command="python -m albert_jax.sweep X")
+    by_name = {r["variant"]: r for r in rows}
+    assert [by_name[n]["status"] for n in ("e32_all_shared", "e32_not_shared", "e128_shared_ffn")] == \
+        ["complete", "partial", "not run"]
+    done = by_name["e32_all_shared"]
+    assert done["eval_step"] == 200 and done["masked_lm_accuracy"] == pytest.approx(0.2)
+    assert done["tokens_per_s"] == pytest.approx(1000.0)  # the first report and those after an eval left out
+    assert done["params"] < by_name["e32_not_shared"]["params"] < by_name["e128_shared_ffn"]["params"]
+    assert done["num_train_steps"] == 200 and done["steps_done"] == 200 and done["seconds"] == 12.5
+    with open(os.path.join(out, "results.csv")) as f:
+        table = list(csv.DictReader(f))
+    assert [r["variant"] for r in table] == [v.name for v in grid.variants]
+    assert table[0]["paper params"] == "11,683,584 (12M)" and table[2]["masked_lm_accuracy"] == ""
+    assert float(table[1]["masked_lm_accuracy"]) == pytest.approx(0.3)
+    markdown = open(os.path.join(out, "results.md")).read()
+    assert markdown.startswith("# Table 4 at demo scale")
+    assert "| e32_all_shared | 0.48M | 20.0 | 60.0 | 7.000 | 0.690 | 1,000 | 200 | 128 | all-shared |" in markdown
+    assert "e32_not_shared (partial)" in markdown and "Reproduce: `python -m albert_jax.sweep X`" in markdown
+    for name, size in (("loss_curves.png", (495, 1430)), ("params_vs_mlm.png", (495, 770))):
+        image = matplotlib.image.imread(os.path.join(out, name))
+        assert image.shape[:2] == size and np.ptp(image) > 0, name
+
+
+FAKE_LAUNCH = """#!{python}
+import json, os, sys
+args = sys.argv[2:]
+workdir = [a.split("=", 1)[1] for a in args if a.startswith("--workdir=")][0]
+with open(os.environ["FAKE_LAUNCH_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+os.makedirs(os.path.join(workdir, "eval"), exist_ok=True)
+with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write(json.dumps({{"step": 10, "loss": 5.0, "tokens_per_s": 9.0}}) + "\\n")
+with open(os.path.join(workdir, "eval", "step_10.json"), "w") as f:
+    json.dump({{"step": 10, "masked_lm_accuracy": 0.5}}, f)
+sys.exit(3 if os.environ["FAKE_LAUNCH_FAIL"] and workdir.endswith(os.environ["FAKE_LAUNCH_FAIL"]) else 0)
+"""
+
+
+def test_resume_skips_completed_and_retries_failed(tmp_path, monkeypatch):
+    fake = write(tmp_path / "fake_python", FAKE_LAUNCH.format(python=sys.executable))
+    os.chmod(fake, os.stat(fake).st_mode | stat.S_IEXEC)
+    log = str(tmp_path / "launches.jsonl")
+    monkeypatch.setenv("FAKE_LAUNCH_LOG", log)
+    monkeypatch.setenv("FAKE_LAUNCH_FAIL", "/sop")
+    grid = sweep.load_grid("ablations/table5_demo.gin")
+    out = str(tmp_path / "out")
+    lines: list[str] = []
+    assert sweep.run_grid(grid, out, python=fake, write=lines.append) == ["sop"]
+    assert len(sweep.read_jsonl(log)) == 3 and "FAILED (exit 3" in lines[-1] and "ETA 0m00s for 0 more" in lines[-1]
+    assert "[1/3] none: done in" in lines[2] and "MLM acc 0.500" in lines[2] and "for 2 more" in lines[2]
+    monkeypatch.setenv("FAKE_LAUNCH_FAIL", "")
+    lines.clear()
+    assert sweep.run_grid(grid, out, python=fake, write=lines.append) == []
+    launched = sweep.read_jsonl(log)[3:]
+    assert len(launched) == 1 and "--workdir=" + os.path.join(out, "sop") in launched[0]
+    assert "3 variants, 1 to run" in lines[0] and "[1/3] none: already complete, skipped" in lines
+    lines.clear()
+    assert sweep.run_grid(grid, out, ["masking/token.gin"], python=fake, write=lines.append) == []
+    assert "3 variants, 3 to run" in lines[0]  # a different command is not the completed run: it resumes
+    assert [r["status"] for r in sweep.collect(grid, out)] == ["complete"] * 3
+
+
+def test_paper_grids_count_the_reference_parameters():
+    macros = ["TRAIN_DIR='/t'", "EVAL_DIR='/e'"]
+    seen = set()
+    for table in ("table3_paper", "table4_paper"):
+        for variant in sweep.load_grid(f"ablations/{table}.gin").variants:
+            if variant.bindings in seen:
+                continue
+            seen.add(variant.bindings)
+            info = sweep.describe_variant(variant, extra_bindings=macros)
+            want = int(dict(variant.paper)["params"].split(" ")[0].replace(",", ""))
+            assert info["params"] == want, variant.name
+            assert (info["num_train_steps"], info["global_batch_size"], info["max_seq_length"]) == (125000, 4096, 512)
+    assert len(seen) == 12
+
+
+SUBJECTS = ["the river", "a small dog", "my old teacher", "the red train", "every farmer", "the tall tower"]
+VERBS = ["watched", "followed", "painted", "remembered", "carried", "visited"]
+OBJECTS = ["the green hills", "a broken clock", "the morning market", "seven letters", "an empty boat"]
+
+
+def test_real_two_variant_sweep_through_launch(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "corpus.txt"
+    with open(corpus, "w") as f:
+        for _ in range(80):
+            for _ in range(int(rng.integers(4, 8))):
+                f.write(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} in "
+                        f"{1900 + int(rng.integers(0, 99))}.\n")
+            f.write("\n")
+    grid_file = write(tmp_path / "tiny_grid.gin", f"""
+        include 'base.gin'
+        include 'models/tiny.gin'
+        include 'objective/sop.gin'
+        include 'masking/ngram3.gin'
+        include 'optim/lamb.gin'
+        include 'scale/tiny.gin'
+        include 'mesh/data.gin'
+        DataSpec.corpus = 'text'  # the corpus above
+        DataSpec.text_files = ['{corpus}']  # c
+        DataSpec.cache_dir = '{tmp_path / "cache"}'  # c
+        DataSpec.vocab_size = 64  # c
+        DataSpec.eval_fraction = 0.1  # c
+        DataSpec.num_workers = 1  # c
+        AlbertConfig.vocab_size = 128  # c
+        AlbertConfig.hidden_size = 32  # c
+        AlbertConfig.embedding_size = 16  # c
+        AlbertConfig.intermediate_size = 64  # c
+        AlbertConfig.num_hidden_layers = 2  # c
+        NUM_TRAIN_STEPS = 4  # c
+        train.log_every = 2  # c
+        train.eval_every = 4  # c
+        Evaluator.max_batches = 2  # c
+        make_manager.save_every_steps = 4  # c
+        SWEEP_VARIANTS = {{'shared': {{'AlbertConfig.sharing': 'all'}}, 'unshared': {{'AlbertConfig.sharing': 'none'}}}}  # c
+        """)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    out = str(tmp_path / "out")
+    code = sweep.main([grid_file, f"--out={out}"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed + "".join(open(os.path.join(out, v, "launch.log")).read()[-2000:]
+                                        for v in ("shared", "unshared"))
+    assert "[2/2] unshared: done in" in printed and "grid elapsed" in printed
+    with open(os.path.join(out, "results.csv")) as f:
+        rows = {r["variant"]: r for r in csv.DictReader(f)}
+    assert rows["shared"]["status"] == rows["unshared"]["status"] == "complete"
+    assert int(rows["shared"]["params"]) < int(rows["unshared"]["params"])
+    for row in rows.values():
+        assert row["eval_step"] == "4" and 0.0 <= float(row["masked_lm_accuracy"]) <= 1.0
+        assert float(row["tokens_per_s"]) > 0
+    assert all(os.path.getsize(os.path.join(out, name)) > 10_000 for name in ("loss_curves.png", "params_vs_mlm.png"))
+    assert sweep.main([grid_file, f"--out={out}"]) == 0
+    assert printed.count("running") == 2 and capsys.readouterr().out.count("already complete, skipped") == 2
+
+
+def test_describe_errors_name_the_missing_macro_and_the_bad_binding():
+    variant = sweep.load_grid("ablations/table4_paper.gin").variants[0]
+    with pytest.raises(sweep.SweepError, match=r"e128_all_shared.*TRAIN_DIR.*--gin\.TRAIN_DIR=VALUE"):
+        sweep.describe_variant(variant)
+    bad = sweep.Variant("bad", ("ablations/table4_demo.gin",), ("AlbertConfig.num_attention_heads=3",))
+    with pytest.raises(sweep.SweepError, match="(?s)'bad'.*hidden_size=128 is not divisible by num_attention_heads=3"):
+        sweep.describe_variant(bad)
