@@ -56,8 +56,8 @@ def read_jsonl(path: str) -> list[dict[str, float]]:
     return [json.loads(line) for line in open(path) if line.strip()]
 
 
-def plot_curves(workdir: str, title: str = "") -> str:
-    """Training loss and accuracies (and held-out points) over steps -> WORKDIR/curves.png."""
+def plot_curves(workdir: str, title: str = "", baselines: dict[str, Any] | None = None) -> str:
+    """Training loss and accuracies (and held-out points, and the baselines if given) -> WORKDIR/curves.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -75,6 +75,8 @@ def plot_curves(workdir: str, title: str = "") -> str:
             if held_out and key in held_out[0]:
                 ax.plot([m["step"] for m in held_out], [m[key] for m in held_out], "o-",
                         label=f"held-out {key}")
+        if baselines and keys[0] in baselines:
+            ax.axhline(baselines[keys[0]], color="gray", linestyle="--", label="baseline (held-out)")
         ax.set_title(name)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

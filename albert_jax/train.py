@@ -190,7 +190,7 @@ def _final_report(workdir: str, config: AlbertConfig, mesh: Any, rules: Any, sta
                                    max_batches=None)
     held_out = evaluator.run_and_record(state.params, step, workdir)
     base = report_lib.baselines(input_config)
-    curves = report_lib.plot_curves(workdir, f"{params:,} parameters, {step} steps")
+    curves = report_lib.plot_curves(workdir, f"{params:,} parameters, {step} steps", base)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "report.json"), "w") as f:
             json.dump({"step": step, "held_out": held_out, "baselines": base, "params": params,
