@@ -14,7 +14,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from albert_jax import partitioning
 from albert_jax.config import AlbertConfig
@@ -123,7 +123,3 @@ def jit_train_step(train_step: Callable, state_sharding: Any, mesh: Mesh) -> Cal
     batch_sharding = partitioning.batch_sharding(mesh)
     return jax.jit(train_step, in_shardings=(state_sharding, batch_sharding),
                    out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=(0,))
-
-
-def batch_shardings(batch: Batch, mesh: Mesh) -> dict[str, NamedSharding]:
-    return {k: partitioning.batch_sharding(mesh) for k in batch}

@@ -1,0 +1,33 @@
+"""Throughput accounting: the peak table behind MFU, and the console line."""
+
+from __future__ import annotations
+
+import pytest
+
+from albert_jax import metrics
+
+
+@pytest.mark.parametrize("kind, peak", [
+    ("TPU v4", 275e12), ("TPU v5 lite", 197e12), ("TPU v5p", 459e12), ("TPU v6 lite", 918e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H200", 989e12),
+])
+def test_peak_table_matches_vendor_bf16_dense_peaks(kind, peak):
+    assert metrics.peak_flops_per_device(kind) == peak
+
+
+def test_cpu_has_no_peak_so_gflops_are_reported():
+    assert metrics.peak_flops_per_device("cpu") is None
+    line = metrics.console_line(10, 100, {"loss": 1.0, "masked_lm_accuracy": 0.5, "sentence_order_accuracy": 0.6,
+                                          "learning_rate": 1e-3, "grad_norm": 0.5, "steps_per_s": 2.0,
+                                          "tokens_per_s": 1000.0, "gflops_per_s": 12.5, "eta_s": 45.0})
+    assert "12.5 GFLOP/s" in line and "MFU" not in line and "ETA 0m45s" in line
+
+
+def test_mfu_is_model_flops_over_peak(monkeypatch):
+    monkeypatch.setattr(metrics, "peak_flops_per_device", lambda kind=None: 100e12)  # as on a 100-TFLOP/s chip
+    throughput = metrics.Throughput(tokens_per_step=1000, flops_per_token=1e9, total_steps=10, start_step=0)
+    throughput._last_time -= 2.0  # 4 steps in (just over) 2 seconds
+    out = throughput.mark(4)
+    assert out["steps_per_s"] == pytest.approx(2.0, rel=1e-2)
+    assert out["mfu"] == pytest.approx(2.0 * 1000 * 1e9 / (100e12 * throughput.num_devices), rel=1e-2)
+    assert out["eta_s"] == pytest.approx(3.0, rel=1e-2)  # 6 steps left at 2 steps/s
