@@ -129,7 +129,7 @@ def timed_compile(config: AlbertConfig, batch: dict[str, Any], unrolled: bool) -
                     == jax.tree_util.tree_map(lambda leaf: leaf.shape, shapes))
         wall0, cpu0 = time.perf_counter(), time.process_time()
         lowered = jax.jit(train_step_grad(config)).lower(shapes, batch)
-        wall1, cpu1 = time.perf_counter(), time.process_time()
+        wall1, _cpu1 = time.perf_counter(), time.process_time()
         compiled = lowered.compile()
         wall2, cpu2 = time.perf_counter(), time.process_time()
     return {

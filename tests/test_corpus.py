@@ -208,7 +208,7 @@ def test_tfds_builder_round_trip(tmp_path, vocab):
         builder = module.build(str(manual_dir), data_dir, config, file_format)
         assert builder.info.splits["train"].num_examples == 120
         assert builder.info.file_format.value == file_format
-    from_files = prepare_corpus(TextFiles(files), vocab, str(tmp_path / "files"), eval_fraction=0.2, progress=False)
+    prepare_corpus(TextFiles(files), vocab, str(tmp_path / "files"), eval_fraction=0.2, progress=False)
     expected = {split: sorted(_read_split(str(tmp_path / "files"), split)) for split in ("train", "eval")}
     assert expected["eval"], "the round trip should cover both splits"
     outputs = {

@@ -3,7 +3,6 @@ per-epoch shuffles and masks, bad records, clear errors, global batches, and the
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 
