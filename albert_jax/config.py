@@ -47,6 +47,7 @@ class AlbertConfig:
     dtype: str = "float32"  # compute dtype of activations
     param_dtype: str = "float32"
     remat_policy: str = "none"
+    scan_unroll: int = 1  # scan steps unrolled per loop iteration (1 = a rolled loop, L = fully unrolled)
 
     def __post_init__(self) -> None:
         errors = []
@@ -62,7 +63,7 @@ class AlbertConfig:
         choice("hidden_act", self.hidden_act, ACTIVATIONS)
         choice("dtype", self.dtype, DTYPES)
         choice("param_dtype", self.param_dtype, DTYPES)
-        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+        for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "scan_unroll",
                      "num_attention_heads", "intermediate_size", "max_position_embeddings",
                      "type_vocab_size", "num_hidden_groups"):
             if getattr(self, name) < 1:

@@ -223,7 +223,8 @@ class Encoder(nn.Module):
         if cfg.remat_policy != "none":
             layer_cls = nn.remat(SharedLayer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
         scanned = nn.scan(layer_cls, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
-                          in_axes=(0, nn.broadcast), length=cfg.num_hidden_layers)
+                          in_axes=(0, nn.broadcast), length=cfg.num_hidden_layers,
+                          unroll=min(cfg.scan_unroll, cfg.num_hidden_layers))
         layers = jnp.arange(cfg.num_hidden_layers, dtype=jnp.int32)
         hidden, _ = scanned(cfg, deterministic, name="shared_layer")(hidden, layers, attention_mask)
         return hidden

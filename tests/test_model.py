@@ -555,3 +555,17 @@ def test_remat_policies_match_no_remat(policy: str) -> None:
 def test_invalid_config_raises_helpful_value_error(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         AlbertConfig(**overrides)
+
+
+def test_scan_unroll_changes_nothing_but_the_loop() -> None:
+    """scan_unroll only changes how many layers one loop iteration runs, never the numbers."""
+    base = AlbertConfig(vocab_size=64, embedding_size=16, hidden_size=32, num_hidden_layers=4,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=16, sharing="ffn")
+    ids = jax.random.randint(jax.random.PRNGKey(1), (2, 8), 5, 64)
+    positions = jnp.asarray([[1, 2], [3, 4]])
+    params = init_params(base, jax.random.PRNGKey(0))
+    outputs = [AlbertForPreTraining(base.replace(scan_unroll=unroll)).apply(
+        {"params": params}, ids, jnp.ones_like(ids), jnp.zeros_like(ids), positions) for unroll in (1, 2, 4)]
+    for other in outputs[1:]:
+        for got, want in zip(other, outputs[0]):
+            np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-6)
