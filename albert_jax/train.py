@@ -123,7 +123,7 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
         from albert_jax import evaluate
 
         evaluator = evaluate.Evaluator(config, mesh, rules, state_sharding.params, input_config=input_config)
-    print(f"Training {model_report['params_with_heads']:,} parameters on {jax.device_count()} devices "
+    print(f"Training {model_report['params_with_heads']:,} parameters on {jax.device_count()} device{'s' if jax.device_count() > 1 else ''} "
           f"(mesh {dict(mesh.shape)}), batch {global_batch_size} x {seq_length}, steps {start_step} -> "
           f"{num_train_steps}.", flush=True)
 
