@@ -37,6 +37,7 @@ from albert_jax.convert import hf
 from albert_jax.input import loader as input_loader
 from albert_jax.input.tokenizer import train_vocab
 from albert_jax.model import AlbertForPreTraining
+from hf_fixtures import random_albert_for_pretraining
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_BATCH = 16
@@ -236,18 +237,7 @@ def hf_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     vocab = train_vocab([sentence() for _ in range(400)], str(root / "vocab"), 60, num_threads=1)
     (root / "text.txt").write_text("".join("".join(sentence() + " .\n" for _ in range(rng.randint(3, 7))) + "\n"
                                            for _ in range(120)))
-    torch.manual_seed(0)
-    config = transformers.AlbertConfig(vocab_size=60, embedding_size=8, hidden_size=16, num_hidden_layers=2,
-                                       num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
-                                       hidden_act="gelu_new", hidden_dropout_prob=0.0,
-                                       attention_probs_dropout_prob=0.0, attn_implementation="eager")
-    model = transformers.AlbertForPreTraining(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("LayerNorm.weight"):
-                param.uniform_(0.5, 1.5)
-            else:
-                param.normal_(0.0, 0.1)
+    model = random_albert_for_pretraining(60, std=0.1)
     model.save_pretrained(root / "hf")
     shutil.copyfile(vocab["model"], root / "hf" / "spiece.model")
     return {"root": root, "hf": root / "hf", "text": root / "text.txt"}

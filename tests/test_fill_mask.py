@@ -23,6 +23,7 @@ import transformers
 from albert_jax import fill_mask  # noqa: E402
 from albert_jax.convert import hf  # noqa: E402
 from albert_jax.input.tokenizer import train_vocab  # noqa: E402
+from hf_fixtures import random_albert_for_pretraining
 
 TEXT = "the capital of france is [MASK] and [MASK] river"
 WORDS = ("the capital of france is paris a city in europe river big small red blue green house tree dog cat "
@@ -36,18 +37,7 @@ def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = random.Random(0)
     sentences = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) for _ in range(400)]
     vocab = train_vocab(sentences, str(root / "vocab"), 60, num_threads=1)
-    torch.manual_seed(0)
-    config = transformers.AlbertConfig(vocab_size=60, embedding_size=8, hidden_size=16, num_hidden_layers=2,
-                                       num_attention_heads=2, intermediate_size=32, max_position_embeddings=32,
-                                       hidden_act="gelu_new", hidden_dropout_prob=0.0,
-                                       attention_probs_dropout_prob=0.0, attn_implementation="eager")
-    model = transformers.AlbertForPreTraining(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.endswith("LayerNorm.weight"):
-                param.uniform_(0.5, 1.5)
-            else:
-                param.normal_(0.0, 0.3)
+    model = random_albert_for_pretraining(60, std=0.3)
     directory = root / "hf"
     model.save_pretrained(directory)
     shutil.copyfile(vocab["model"], directory / "spiece.model")
