@@ -27,6 +27,7 @@ from albert_jax.config import AlbertConfig  # noqa: E402
 from albert_jax.convert import tf as convert_tf  # noqa: E402
 from albert_jax.convert.hf import ConversionError, expected_shapes  # noqa: E402
 from albert_jax.model import AlbertForPreTraining  # noqa: E402
+from hf_fixtures import padded_batch
 
 TOLERANCE = 1e-5
 BATCH, LENGTH, PREDICTIONS = 3, 12, 3
@@ -173,21 +174,6 @@ def torch_model(cfg: dict[str, Any], variables: dict[str, np.ndarray]) -> Any:
     return model
 
 
-def make_batch(vocab_size: int) -> dict[str, np.ndarray]:
-    """Rows of real lengths 12, 8 and 5 (the rest padding), two segments each, masked positions inside."""
-    rng = np.random.default_rng(2)
-    ids = rng.integers(5, vocab_size, (BATCH, LENGTH))
-    mask = np.zeros((BATCH, LENGTH), np.int64)
-    segments = np.zeros((BATCH, LENGTH), np.int64)
-    positions = np.zeros((BATCH, PREDICTIONS), np.int64)
-    for row, real in enumerate((LENGTH, 8, 5)):
-        mask[row, :real] = 1
-        segments[row, real // 2:real] = 1
-        positions[row] = np.sort(rng.choice(np.arange(1, real), PREDICTIONS, replace=False))
-    ids[mask == 0] = 0
-    return {"input_ids": ids, "input_mask": mask, "segment_ids": segments, "positions": positions}
-
-
 def restore(out: Path) -> tuple[AlbertConfig, Any]:
     config = AlbertConfig(**json.loads((out / "albert_config.json").read_text()))
     with ocp.StandardCheckpointer() as checkpointer:
@@ -214,17 +200,17 @@ def test_import_matches_transformers(case: str, tmp_path: Path, capsys: pytest.C
     config, params = restore(tmp_path / "out")
     assert config.hidden_act == "gelu_new" and config.layer_norm_eps == 1e-12
     assert config.hidden_dropout_prob == 0.1
-    batch = make_batch(cfg["vocab_size"])
+    batch = padded_batch(cfg["vocab_size"], seed=2)
     mlm, sop = AlbertForPreTraining(config).apply(
         {"params": params}, jnp.asarray(batch["input_ids"]), jnp.asarray(batch["input_mask"]),
-        jnp.asarray(batch["segment_ids"]), jnp.asarray(batch["positions"]), deterministic=True)
+        jnp.asarray(batch["segment_ids"]), jnp.asarray(batch["masked_lm_positions"]), deterministic=True)
 
     model = torch_model(cfg, variables)
     with torch.no_grad():
         out = model(input_ids=torch.from_numpy(batch["input_ids"]),
                     attention_mask=torch.from_numpy(batch["input_mask"]),
                     token_type_ids=torch.from_numpy(batch["segment_ids"]))
-    expected_mlm = np.take_along_axis(out.prediction_logits.numpy(), batch["positions"][..., None], axis=1)
+    expected_mlm = np.take_along_axis(out.prediction_logits.numpy(), batch["masked_lm_positions"][..., None], axis=1)
     mlm_diff = np.abs(np.asarray(mlm) - expected_mlm).max()
     sop_diff = np.abs(np.asarray(sop) - out.sop_logits.numpy()).max()
     print(f"{case}: max |diff| MLM logits {mlm_diff:.2e}, SOP logits {sop_diff:.2e}")

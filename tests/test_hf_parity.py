@@ -25,6 +25,7 @@ import transformers
 from albert_jax.config import AlbertConfig  # noqa: E402
 from albert_jax.convert import hf  # noqa: E402
 from albert_jax.model import AlbertForPreTraining  # noqa: E402
+from hf_fixtures import padded_batch
 
 TOLERANCE = 1e-5
 BATCH, LENGTH, PREDICTIONS = 3, 12, 3
@@ -64,21 +65,6 @@ def hf_model(seed: int = 0, identity_projection: bool = False, **overrides: Any)
 
 def state_of(module: Any) -> dict[str, np.ndarray]:
     return {name: tensor.detach().numpy().copy() for name, tensor in module.state_dict().items()}
-
-
-def make_batch(vocab_size: int, seed: int = 1) -> dict[str, np.ndarray]:
-    """Rows of real lengths 12, 8 and 5 (the rest padding), two segments each, masked positions inside."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(5, vocab_size, (BATCH, LENGTH))
-    mask = np.zeros((BATCH, LENGTH), np.int64)
-    segments = np.zeros((BATCH, LENGTH), np.int64)
-    positions = np.zeros((BATCH, PREDICTIONS), np.int64)
-    for row, real in enumerate((LENGTH, 8, 5)):
-        mask[row, :real] = 1
-        segments[row, real // 2:real] = 1
-        positions[row] = np.sort(rng.choice(np.arange(1, real), PREDICTIONS, replace=False))
-    ids[mask == 0] = 0
-    return dict(input_ids=ids, input_mask=mask, segment_ids=segments, masked_lm_positions=positions)
 
 
 def ours_outputs(config: AlbertConfig, params: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -149,7 +135,7 @@ def test_import_matches_transformers(name: str) -> None:
     expanded = not hf.assignments_agree(overrides["num_hidden_groups"], overrides["num_hidden_layers"])
     assert config.num_hidden_groups == (overrides["num_hidden_layers"] if expanded else overrides["num_hidden_groups"])
     assert any("differently" in str(w.message) for w in caught) == expanded
-    batch = make_batch(config.vocab_size)
+    batch = padded_batch(config.vocab_size, seed=1)
     assert_parity(ours_outputs(config, params, batch), reference_outputs(model, batch), f"import {name}")
 
 
@@ -161,7 +147,7 @@ def test_import_albert_model_checkpoint_without_heads() -> None:
     config = hf.config_from_hf(model.config.to_dict())
     with pytest.warns(UserWarning, match="no MLM head .* and no sentence-order head"):
         params = hf.params_from_hf(state, config)
-    batch = make_batch(config.vocab_size)
+    batch = padded_batch(config.vocab_size, seed=1)
     ours, reference = ours_outputs(config, params, batch), reference_outputs(model, batch)
     assert_parity({k: ours[k] for k in ("sequence", "pooled")}, {k: reference[k] for k in ("sequence", "pooled")},
                   "AlbertModel import")
@@ -190,7 +176,7 @@ def test_export_matches_transformers(name: str, tmp_path: Path) -> None:
                                                                     attn_implementation="eager")
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
     assert model.config.num_hidden_groups == hf.hf_num_groups(config)
-    batch = make_batch(config.vocab_size)
+    batch = padded_batch(config.vocab_size, seed=1)
     assert_parity(ours_outputs(config, params, batch), reference_outputs(model.eval(), batch), f"export {name}")
 
 
