@@ -102,7 +102,7 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
             loader.set_state(iterator_state)
         print(f"Resumed from {workdir} at step {start_step}.", flush=True)
     else:
-        state = steps.create_state(config, tx, mesh, rules, seed)
+        state = steps.create_state(config, tx, mesh, rules, seed, shardings=state_sharding)
         start_step = 0
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.gin"), "w") as f:

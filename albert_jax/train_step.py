@@ -70,9 +70,13 @@ def state_shardings(config: AlbertConfig, tx: optax.GradientTransformation, mesh
 
 
 def create_state(config: AlbertConfig, tx: optax.GradientTransformation, mesh: Mesh, rules: Any,
-                 seed: int) -> TrainState:
-    """The initial state, created directly sharded: jit of init with out_shardings, never on one device."""
-    _, shardings = state_shardings(config, tx, mesh, rules)
+                 seed: int, shardings: Any | None = None) -> TrainState:
+    """The initial state, created directly sharded: jit of init with out_shardings, never on one device.
+
+    `shardings`: the result of `state_shardings` when the caller already has it (saves tracing init again).
+    """
+    if shardings is None:
+        _, shardings = state_shardings(config, tx, mesh, rules)
     init = jax.jit(lambda: _init_state(config, tx, seed), out_shardings=shardings)
     with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
         return init()

@@ -46,8 +46,8 @@ def time_jax(config, batch: dict[str, np.ndarray], steps: int) -> list[float]:
     boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
     schedule = optim.make_schedule(peak_learning_rate=1e-4, warmup_steps=10, num_train_steps=1000)
     tx = optim.make_optimizer(boxed, optimizer="lamb", learning_rate=schedule)
-    state = train_steps.create_state(config, tx, mesh, rules, seed=0)
     _, shardings = train_steps.state_shardings(config, tx, mesh, rules)
+    state = train_steps.create_state(config, tx, mesh, rules, seed=0, shardings=shardings)
     step = train_steps.jit_train_step(train_steps.make_train_step(config, tx, schedule), shardings, mesh)
     device_batch = jax.device_put(batch, partitioning.batch_sharding(mesh))
     times = []

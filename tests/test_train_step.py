@@ -43,8 +43,8 @@ def run(mesh_shape: tuple[int, int, int], batches: list[dict[str, np.ndarray]], 
     boxed = jax.eval_shape(lambda: init_params(CONFIG, jax.random.PRNGKey(0)))
     schedule = optim.make_schedule(peak_learning_rate=1e-3, warmup_steps=1, num_train_steps=10)
     tx = optim.make_optimizer(boxed, optimizer="lamb", learning_rate=schedule)
-    state = steps.create_state(CONFIG, tx, mesh, rules, seed=0)
     _, shardings = steps.state_shardings(CONFIG, tx, mesh, rules)
+    state = steps.create_state(CONFIG, tx, mesh, rules, seed=0, shardings=shardings)
     step = steps.jit_train_step(steps.make_train_step(CONFIG, tx, schedule, num_microbatches=microbatches),
                                 shardings, mesh)
     losses = []
