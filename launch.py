@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from albert_jax.cli import main
+from albert_jax.jobs.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

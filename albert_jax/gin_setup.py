@@ -24,8 +24,11 @@ class GinConfigError(ValueError):
 
 def import_configurables() -> None:
     """Imports every module that registers gin configurables, so a binding to any of them parses."""
-    from albert_jax import checkpoint, data_setup, describe, evaluate, metrics, optim, partitioning  # noqa: F401
-    from albert_jax import finetune, tasks, train  # noqa: F401
+    from albert_jax import checkpoint, describe, optim, partitioning  # noqa: F401
+    from albert_jax.input import prepare  # noqa: F401
+    from albert_jax.jobs import evaluate, sinks  # noqa: F401
+    from albert_jax.jobs import finetune, train  # noqa: F401
+    from albert_jax.downstream import tasks  # noqa: F401
     from albert_jax.input import loader  # noqa: F401
 
 

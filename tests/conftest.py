@@ -15,6 +15,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="session")
 def demo_corpus() -> dict:
     """The real demo corpus under cache/demo, fetched (Debian's package registry) and prepared on first use."""
-    from data.demo_corpus import ensure_demo_corpus
+    from albert_jax.input.demo_corpus import ensure_demo_corpus
 
     return ensure_demo_corpus(os.path.join(REPO, "cache", "demo"), vocab_size=8000)

@@ -172,11 +172,11 @@ def test_unknown_heavy_text_warns_about_the_vocabulary(tmp_path, vocab):
 def test_commands_train_a_vocab_and_prepare(tmp_path):
     text = _write_sentences_format(tmp_path / "c.txt", _documents(200, seed=8))
     env = {**os.environ, "PYTHONPATH": REPO}
-    run = [sys.executable, os.path.join(REPO, "data", "train_vocab.py"), "--input", str(tmp_path / "*.txt"),
+    run = [sys.executable, "-m", "albert_jax.jobs.data_vocab", "--input", str(tmp_path / "*.txt"),
            "--model_prefix", str(tmp_path / "v"), "--vocab_size", "140", "--num_threads", "1"]
     vocab_out = subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout
     assert "vocabulary" in vocab_out and "140 pieces" in vocab_out
-    run = [sys.executable, os.path.join(REPO, "data", "prepare.py"), "--input", text, "--vocab",
+    run = [sys.executable, "-m", "albert_jax.jobs.data_prepare", "--input", text, "--vocab",
            str(tmp_path / "v.model"), "--output_dir", str(tmp_path / "out"), "--workers", "1"]
     prepare_out = subprocess.run(run, env=env, capture_output=True, text=True, check=True).stdout
     assert "documents:" in prepare_out and "<unk> tokens" in prepare_out
@@ -221,7 +221,7 @@ def test_tfds_builder_round_trip(tmp_path, vocab):
         prepare_corpus(source, vocab, str(tmp_path / name), eval_fraction=0.2, progress=False)
         for split in ("train", "eval"):
             assert sorted(_read_split(str(tmp_path / name), split)) == expected[split], (name, split)
-    command = [sys.executable, os.path.join(REPO, "data", "prepare.py"), "--tfds_name", "albert_text/sentences",
+    command = [sys.executable, "-m", "albert_jax.jobs.data_prepare", "--tfds_name", "albert_text/sentences",
                "--tfds_data_dir", tfds_dir, "--tfds_sentences", "lines", "--vocab", vocab, "--eval_fraction", "0.2",
                "--output_dir", str(tmp_path / "cli"), "--workers", "1"]
     subprocess.run(command, env={**os.environ, "PYTHONPATH": REPO}, check=True, capture_output=True)

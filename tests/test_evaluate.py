@@ -31,7 +31,8 @@ import pytest
 import torch
 import transformers
 
-from albert_jax import evaluate, gin_setup, pretrained
+from albert_jax.jobs import evaluate
+from albert_jax import gin_setup, pretrained
 from albert_jax.config import AlbertConfig
 from albert_jax.convert import hf
 from albert_jax.input import loader as input_loader

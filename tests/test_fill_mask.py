@@ -20,7 +20,7 @@ import pytest
 import torch
 import transformers
 
-from albert_jax import fill_mask  # noqa: E402
+from albert_jax.jobs import fill_mask  # noqa: E402
 from albert_jax.convert import hf  # noqa: E402
 from albert_jax.input.tokenizer import train_vocab  # noqa: E402
 from hf_fixtures import random_albert_for_pretraining

@@ -21,7 +21,9 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from albert_jax import checkpoint, finetune, optim, partitioning, tasks
+from albert_jax import checkpoint, optim, partitioning
+from albert_jax.jobs import finetune
+from albert_jax.downstream import tasks
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.convert.tf import write_converted

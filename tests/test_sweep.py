@@ -15,7 +15,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from albert_jax import sweep
+from albert_jax.jobs import sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -123,7 +123,7 @@ def test_collect_writes_csv_markdown_and_plots(tmp_path):
     fake_run(partial_dir, steps=100, log_every=10, eval_every=50, final_mlm=0.3)
     with open(os.path.join(done_dir, sweep.DONE_FILE), "w") as f:
         json.dump({"args": [], "seconds": 12.5}, f)
-    rows = sweep.collect(grid, out, command="python -m albert_jax.sweep X")
+    rows = sweep.collect(grid, out, command="python -m albert_jax.jobs.sweep X")
     by_name = {r["variant"]: r for r in rows}
     assert [by_name[n]["status"] for n in ("e32_all_shared", "e32_not_shared", "e128_shared_ffn")] == \
         ["complete", "partial", "not run"]
@@ -140,7 +140,7 @@ def test_collect_writes_csv_markdown_and_plots(tmp_path):
     markdown = open(os.path.join(out, "results.md")).read()
     assert markdown.startswith("# Table 4 at demo scale")
     assert "| e32_all_shared | 0.48M | 20.0 | 60.0 | 7.000 | 0.690 | 1,000 | 400 | 128 | all-shared |" in markdown
-    assert "e32_not_shared (partial)" in markdown and "Reproduce: `python -m albert_jax.sweep X`" in markdown
+    assert "e32_not_shared (partial)" in markdown and "Reproduce: `python -m albert_jax.jobs.sweep X`" in markdown
     for name, size in (("loss_curves.png", (495, 1430)), ("params_vs_mlm.png", (495, 770))):
         image = matplotlib.image.imread(os.path.join(out, name))
         assert image.shape[:2] == size and np.ptp(image) > 0, name

@@ -175,11 +175,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    from albert_jax import data_setup, gin_setup
+    from albert_jax.input import prepare
+    from albert_jax import gin_setup
 
     gin_setup.import_configurables()
     gin_setup.parse(args.gin_file, args.gin_param)
-    stats = pipeline_statistics(args.n, args.split, args.batch_size, args.seed, data_setup.prepare_data())
+    stats = pipeline_statistics(args.n, args.split, args.batch_size, args.seed, prepare.prepare_data())
     print(format_statistics(stats))
     return stats
 

@@ -7,7 +7,7 @@ A grid is either a gin file that is a complete experiment by itself and defines 
 per file (optionally with a flat `SWEEP_PAPER`). Macros keep grid files valid gin for launch.py: no configurable
 has to know about sweeps. docs/ABLATIONS.md has the details.
 
-`python -m albert_jax.sweep GRID --out=OUT` runs the variants one after another into OUT/<variant>/ (a variant
+`python -m albert_jax.jobs.sweep GRID --out=OUT` runs the variants one after another into OUT/<variant>/ (a variant
 already completed with the same command is skipped; a partial one resumes from its checkpoints), then writes
 OUT/results.csv, OUT/results.md (a paper-shaped table), OUT/loss_curves.png and OUT/params_vs_mlm.png.
 `--print_commands` prints one launch command per variant instead (for a cluster); `--collect_only` only
@@ -31,8 +31,9 @@ from typing import Any, Callable, Sequence
 
 from gin import config_parser
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENTS_DIR = os.path.join(REPO, "experiments")
+from albert_jax.gin_setup import EXPERIMENTS_DIR
+
+REPO = os.path.dirname(EXPERIMENTS_DIR)
 LAUNCH = os.path.join(REPO, "launch.py")
 DONE_FILE = "sweep_done.json"  # written into a variant's workdir when its launch exited 0
 DESCRIBE_FILE = "sweep_describe.json"  # the variant's parameter counts and run shape
@@ -448,7 +449,7 @@ def run_grid(grid: Grid, out: str, extra_files: Sequence[str] = (), extra_bindin
     runs rather than in the middle. Each launch's output goes to OUT/<variant>/launch.log. A variant counts as
     complete when this exact launch command already exited 0 in its workdir (another command resumes it).
     """
-    from albert_jax.metrics import format_duration
+    from albert_jax.jobs.sinks import format_duration
 
     plans = []
     for variant in grid.variants:
@@ -487,7 +488,7 @@ def run_grid(grid: Grid, out: str, extra_files: Sequence[str] = (), extra_bindin
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.sweep", description="Run a grid of launch.py "
+    parser = argparse.ArgumentParser(prog="python -m albert_jax.jobs.sweep", description="Run a grid of launch.py "
                                      "variants and tabulate them. --gin.NAME=VALUE (repeatable) goes to every variant.")
     parser.add_argument("grid", help="gin grid file with SWEEP_VARIANTS, or a directory of gin files (one each)")
     parser.add_argument("--out", required=True, help="sweep directory: OUT/<variant>/ run dirs and the results")
@@ -504,7 +505,7 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args([a for a in argv if not a.startswith("--gin.")])
     sweep_args = [args.grid, f"--out={args.out}", *([f"--variants={args.variants}"] if args.variants else []),
                   *(f"--gin_file={f}" for f in args.gin_file), *(f"--gin.{b}" for b in extra_bindings)]
-    command = " ".join(shell_quote(a) for a in ["python", "-m", "albert_jax.sweep", *sweep_args])
+    command = " ".join(shell_quote(a) for a in ["python", "-m", "albert_jax.jobs.sweep", *sweep_args])
     try:
         if any("=" not in b for b in extra_bindings):
             raise SweepError("a --gin. argument has no value: write --gin.NAME=VALUE.")

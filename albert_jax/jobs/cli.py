@@ -84,11 +84,11 @@ def main(argv: Sequence[str]) -> int:
     try:
         init_distributed(args)
         if mode == "train":
-            from albert_jax import train
+            from albert_jax.jobs import train
 
             train.train(workdir)
         else:
-            from albert_jax import evaluate
+            from albert_jax.jobs import evaluate
 
             if args.init:
                 evaluate.evaluate_pretrained(args.init, workdir, step=args.step, vocab=args.vocab)

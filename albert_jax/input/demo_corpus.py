@@ -23,13 +23,9 @@ import sys
 import tarfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from rst_text import rst_paragraphs  # noqa: E402  (a sibling module of this script)
-
-from albert_jax.input.corpus import (CorpusStats, TextFiles, load_corpus_info, prepare_corpus,  # noqa: E402
-                                     split_sentences)
-from albert_jax.input.tokenizer import train_vocab  # noqa: E402
+from albert_jax.input.corpus import CorpusStats, TextFiles, load_corpus_info, prepare_corpus, split_sentences
+from albert_jax.input.rst_text import rst_paragraphs
+from albert_jax.input.tokenizer import train_vocab
 
 PACKAGE = "python3.11-doc"
 SOURCES_DIR = "/usr/share/doc/python3.11/html/_sources/"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from albert_jax import metrics
+from albert_jax.jobs import sinks
 
 
 @pytest.mark.parametrize("kind, peak", [
@@ -12,20 +12,20 @@ from albert_jax import metrics
     ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H200", 989e12),
 ])
 def test_peak_table_matches_vendor_bf16_dense_peaks(kind, peak):
-    assert metrics.peak_flops_per_device(kind) == peak
+    assert sinks.peak_flops_per_device(kind) == peak
 
 
 def test_cpu_has_no_peak_so_gflops_are_reported():
-    assert metrics.peak_flops_per_device("cpu") is None
-    line = metrics.console_line(10, 100, {"loss": 1.0, "masked_lm_accuracy": 0.5, "sentence_order_accuracy": 0.6,
+    assert sinks.peak_flops_per_device("cpu") is None
+    line = sinks.console_line(10, 100, {"loss": 1.0, "masked_lm_accuracy": 0.5, "sentence_order_accuracy": 0.6,
                                           "learning_rate": 1e-3, "grad_norm": 0.5, "steps_per_s": 2.0,
                                           "tokens_per_s": 1000.0, "gflops_per_s": 12.5, "eta_s": 45.0})
     assert "12.5 GFLOP/s" in line and "MFU" not in line and "ETA 0m45s" in line
 
 
 def test_mfu_is_model_flops_over_peak(monkeypatch):
-    monkeypatch.setattr(metrics, "peak_flops_per_device", lambda kind=None: 100e12)  # as on a 100-TFLOP/s chip
-    throughput = metrics.Throughput(tokens_per_step=1000, flops_per_token=1e9, total_steps=10, start_step=0)
+    monkeypatch.setattr(sinks, "peak_flops_per_device", lambda kind=None: 100e12)  # as on a 100-TFLOP/s chip
+    throughput = sinks.Throughput(tokens_per_step=1000, flops_per_token=1e9, total_steps=10, start_step=0)
     throughput._last_time -= 2.0  # 4 steps in (just over) 2 seconds
     out = throughput.mark(4)
     assert out["steps_per_s"] == pytest.approx(2.0, rel=1e-2)

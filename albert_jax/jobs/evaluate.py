@@ -26,7 +26,9 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from albert_jax import checkpoint, data_setup, metrics, partitioning, pretrained
+from albert_jax import checkpoint, partitioning, pretrained
+from albert_jax.input import prepare
+from albert_jax.jobs import sinks
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
@@ -86,10 +88,10 @@ class Evaluator:
 
 
 @functools.cache
-def _writer(out_dir: str) -> metrics.MetricsWriter:
+def _writer(out_dir: str) -> sinks.MetricsWriter:
     """One writer per eval directory for the whole process: TensorBoard names event files by the second they are
     opened, so a writer per evaluation would overwrite another opened in the same second."""
-    return metrics.MetricsWriter(out_dir, subdir="tensorboard", jsonl_name="eval.jsonl")
+    return sinks.MetricsWriter(out_dir, subdir="tensorboard", jsonl_name="eval.jsonl")
 
 
 def record(out_dir: str, step: int, result: dict[str, float], provenance: dict[str, Any]) -> None:
@@ -122,7 +124,7 @@ def _checkpoint_steps(workdir: str, must_exist: bool = True) -> list[int]:
 
 def final_step() -> int:
     """The run's last step: train.num_train_steps as bound by the gin config in force (the run's config.gin)."""
-    from albert_jax import train
+    from albert_jax.jobs import train
 
     default = inspect.signature(train.train).parameters["num_train_steps"].default
     return int(gin.get_bindings(train.train).get("num_train_steps", default))
@@ -185,7 +187,7 @@ def evaluate_pretrained(init: str, workdir: str, step: int | None = None, vocab:
     model = pretrained.load_pretrained(init, step)
     params = pretrained.pretraining_params(model)
     tokenizer = pretrained.model_tokenizer(model, vocab)
-    spec = data_setup.DataSpec()
+    spec = prepare.DataSpec()
     if spec.corpus != "instances":  # the instances are written here: check their length before writing them
         _check_length(InstanceConfig().max_seq_length, model.config)
     input_config = _prepared_input_config(_spec_with_vocab(spec, tokenizer))
@@ -200,12 +202,12 @@ def evaluate_pretrained(init: str, workdir: str, step: int | None = None, vocab:
     return result
 
 
-def _spec_with_vocab(spec: data_setup.DataSpec, tokenizer: Tokenizer) -> data_setup.DataSpec:
+def _spec_with_vocab(spec: prepare.DataSpec, tokenizer: Tokenizer) -> prepare.DataSpec:
     """The spec with its vocabulary bound to `tokenizer`'s file. Text corpora are prepared under a cache keyed by
     the vocabulary's digest, since a prepared corpus directory is keyed by its source files only; the demo
     corpus is read as text (its own prepared corpus uses the demo vocabulary)."""
     if spec.corpus == "demo":
-        from data.demo_corpus import ensure_demo_corpus
+        from albert_jax.input.demo_corpus import ensure_demo_corpus
 
         text = ensure_demo_corpus(os.path.join(spec.cache_dir, "demo"), vocab_size=spec.vocab_size,
                                   eval_fraction=spec.eval_fraction, workers=spec.num_workers)["text"]
@@ -241,12 +243,12 @@ def _check_length(max_seq_length: int, config: AlbertConfig) -> None:
                          f"{config.max_position_embeddings} (or less).")
 
 
-def _prepared_input_config(spec: data_setup.DataSpec | None = None) -> input_loader.InputConfig:
+def _prepared_input_config(spec: prepare.DataSpec | None = None) -> input_loader.InputConfig:
     """Process 0 prepares missing data; the others wait for it, then find it ready."""
     if jax.process_index() == 0:
-        input_config = data_setup.prepare_data(spec)
+        input_config = prepare.prepare_data(spec)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("albert_jax: eval data prepared")
     if jax.process_index() != 0:
-        input_config = data_setup.prepare_data(spec)
+        input_config = prepare.prepare_data(spec)
     return input_config

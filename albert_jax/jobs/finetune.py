@@ -1,6 +1,6 @@
 """Fine-tune ALBERT on sentence and sentence-pair classification and regression (the GLUE family).
 
-`python -m albert_jax.finetune --gin_file=experiments/finetune/sst2.gin --init=DIR --workdir=OUT`
+`python -m albert_jax.jobs.finetune --gin_file=experiments/finetune/sst2.gin --init=DIR --workdir=OUT`
 
 DIR is any starting point `pretrained.load_pretrained` accepts: a directory written by `python -m
 albert_jax.convert.tf` or `python -m albert_jax.convert.hf import` (albert_config.json + params/), a pretraining
@@ -37,10 +37,11 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec
 
-from albert_jax import gin_setup, optim, partitioning, tasks
+from albert_jax import gin_setup, optim, partitioning
+from albert_jax.downstream import tasks
 from albert_jax.config import AlbertConfig
 from albert_jax.convert import tf as convert_tf
-from albert_jax.metrics import MetricsWriter
+from albert_jax.jobs.sinks import MetricsWriter
 from albert_jax.model import AlbertModel, dense
 from albert_jax.pretrained import Pretrained, PretrainedError, load_pretrained, model_tokenizer  # noqa: F401
 from albert_jax.train_step import opt_state_specs
@@ -322,11 +323,11 @@ def _save_model(directory: Path, config: AlbertConfig, params: Any, task: tasks.
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m albert_jax.finetune --gin_file=... --init=DIR --workdir=OUT [--vocab=...] [--gin.X=Y ...]`."""
+    """`python -m albert_jax.jobs.finetune --gin_file=... --init=DIR --workdir=OUT [--vocab=...] [--gin.X=Y ...]`."""
     import argparse
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.finetune", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m albert_jax.jobs.finetune", description=__doc__.split("\n")[0])
     parser.add_argument("--gin_file", action="append", default=[],
                         help="task gin file, e.g. finetune/sst2.gin (repeatable; also looked up in experiments/)")
     parser.add_argument("--init", required=True, help="pretrained model directory (see load_pretrained)")

@@ -20,13 +20,15 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from albert_jax import checkpoint, data_setup, describe, gin_setup, metrics, optim, partitioning
+from albert_jax import checkpoint, describe, gin_setup, optim, partitioning
+from albert_jax.input import prepare
+from albert_jax.jobs import sinks
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
 from albert_jax.model import init_params
 
-log = logging.getLogger("albert_jax.train")
+log = logging.getLogger("albert_jax.jobs.train")
 
 
 class Preemption:
@@ -114,13 +116,13 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
         steps.make_train_step(config, tx, schedule, input_loader.sentence_loss_weight(config=input_config),
                               num_microbatches),
         state_sharding, mesh)
-    throughput = metrics.Throughput(global_batch_size * seq_length, model_report["train_flops_per_token"],
+    throughput = sinks.Throughput(global_batch_size * seq_length, model_report["train_flops_per_token"],
                                     num_train_steps, start_step)
-    writer = metrics.MetricsWriter(workdir)
+    writer = sinks.MetricsWriter(workdir)
     preemption = Preemption()
     evaluator = None
     if eval_every:
-        from albert_jax import evaluate
+        from albert_jax.jobs import evaluate
 
         evaluator = evaluate.Evaluator(config, mesh, rules, state_sharding.params, input_config=input_config)
     print(f"Training {model_report['params_with_heads']:,} parameters on {jax.device_count()} device{'s' if jax.device_count() > 1 else ''} "
@@ -153,7 +155,7 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
                 host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
                 host.update(throughput.mark(step), skipped_total=float(state.nonfinite_total))
                 writer.write(step, host)
-                print(metrics.console_line(step, num_train_steps, host), flush=True)
+                print(sinks.console_line(step, num_train_steps, host), flush=True)
                 last = host
             if evaluator is not None and step % eval_every == 0:
                 held_out = evaluator.run_and_record(state.params, step, workdir)
@@ -184,7 +186,7 @@ def _final_report(workdir: str, config: AlbertConfig, mesh: Any, rules: Any, sta
                   input_config: input_loader.InputConfig, step: int, params: int, tokens_per_s: float,
                   seconds: float) -> None:
     """Full held-out evaluation, baselines, curves PNG and the printed summary (process 0 prints)."""
-    from albert_jax import evaluate, report as report_lib
+    from albert_jax.jobs import evaluate, report as report_lib
 
     evaluator = evaluate.Evaluator(config, mesh, rules, state_sharding.params, input_config=input_config,
                                    max_batches=None)
@@ -203,11 +205,11 @@ def _final_report(workdir: str, config: AlbertConfig, mesh: Any, rules: Any, sta
 def prepared_input_config() -> input_loader.InputConfig:
     """Process 0 prepares missing data (corpus, vocab, instances); the others wait, then find it ready."""
     if jax.process_index() == 0:
-        input_config = data_setup.prepare_data()
+        input_config = prepare.prepare_data()
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("albert_jax: data prepared")
     if jax.process_index() != 0:
-        input_config = data_setup.prepare_data()
+        input_config = prepare.prepare_data()
     return input_config
 
 

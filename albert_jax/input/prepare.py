@@ -73,7 +73,7 @@ def _instances_key(spec: DataSpec, vocab_sha: str) -> str:
 def _corpus_dir(spec: DataSpec) -> str:
     """The prepared-corpus directory of the spec, preparing (and training a vocab) if needed."""
     if spec.corpus == "demo":
-        from data.demo_corpus import ensure_demo_corpus
+        from albert_jax.input.demo_corpus import ensure_demo_corpus
 
         return ensure_demo_corpus(os.path.join(spec.cache_dir, "demo"), vocab_size=spec.vocab_size,
                                   eval_fraction=spec.eval_fraction, workers=spec.num_workers)["corpus"]

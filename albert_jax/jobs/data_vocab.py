@@ -12,10 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prepare import add_source_arguments, source_from_arguments  # data/prepare.py, next to this script
-
 from albert_jax.input.corpus import CorpusStats
 from albert_jax.input.tokenizer import Tokenizer, train_vocab
+from albert_jax.jobs.data_prepare import add_source_arguments, source_from_arguments
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Fill-mask: the top-k tokens, with probabilities, that a pretrained model's MLM head predicts for each [MASK].
 
-`python -m albert_jax.fill_mask --model DIR --text "the capital of france is [MASK] ." --top_k 5`
+`python -m albert_jax.jobs.fill_mask --model DIR --text "the capital of france is [MASK] ." --top_k 5`
 
 DIR is any model directory `pretrained.load_pretrained` accepts (convert.tf / convert.hf import output, a
 pretraining workdir, a transformers directory, an unconverted TF release). The vocabulary is the SentencePiece
@@ -90,8 +90,8 @@ def format_result(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m albert_jax.fill_mask --model DIR --text TEXT [--top_k 5] [--vocab PATH] [--step N] [--json]`."""
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.fill_mask", description=__doc__.split("\n")[0])
+    """`python -m albert_jax.jobs.fill_mask --model DIR --text TEXT [--top_k 5] [--vocab PATH] [--step N] [--json]`."""
+    parser = argparse.ArgumentParser(prog="python -m albert_jax.jobs.fill_mask", description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="model directory (converted, workdir, transformers, TF)")
     parser.add_argument("--text", required=True, help='text with one or more [MASK], e.g. "paris is the [MASK] ."')
     parser.add_argument("--top_k", type=int, default=5, help="predictions shown per mask")

@@ -1,0 +1,1 @@
+"""The job modules (train, eval, finetune, ...) and the `albert-jax` command line."""
