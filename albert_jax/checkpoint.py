@@ -15,6 +15,7 @@ from typing import Any
 import gin
 import grain.checkpoint
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 STATE, DATA, CONFIG = "state", "data", "config"
@@ -105,3 +106,16 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
 def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
     """Attaches target shardings to an abstract state (what `restore` needs)."""
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def restore_numpy(directory: str | os.PathLike, subtree: str | None = None) -> Any:
+    """An orbax pytree checkpoint (or only its `subtree` entry) as host numpy arrays, whatever the device count
+    or mesh it was saved from (a restore without a target refuses a different topology)."""
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        tree = checkpointer.metadata(directory).item_metadata.tree
+        item = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), tree if subtree is None else
+                            {subtree: tree[subtree]})
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+        restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
+            item=item, restore_args=restore_args, partial_restore=subtree is not None))
+    return restored if subtree is None else restored[subtree]

@@ -9,21 +9,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import flax.linen as nn
 import gin
 import jax
 
 from albert_jax.config import AlbertConfig
-from albert_jax.model import init_params
+from albert_jax.model import param_shapes
 
 
 def _count(tree: Any) -> int:
     return int(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
-
-
-def param_shapes(config: AlbertConfig) -> Any:
-    """Unboxed ShapeDtypeStructs of AlbertForPreTraining's parameters; nothing is allocated."""
-    return nn.unbox(jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))))
 
 
 def component_counts(config: AlbertConfig) -> dict[str, int]:

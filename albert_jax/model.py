@@ -1,4 +1,4 @@
-"""ALBERT in Flax: factorized embeddings, one scanned shared layer, pooler, MLM and sentence heads, loss.
+"""ALBERT in Flax: factorized embeddings, one scanned shared layer, pooler, MLM and sentence heads.
 
 Cross-layer sharing inside one `nn.scan`
 ----------------------------------------
@@ -22,12 +22,12 @@ Flax's `Dense`/`LayerNorm` cannot hold a stack indexed by a traced layer number,
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from albert_jax.config import AlbertConfig, copy_index
 
@@ -277,55 +277,6 @@ class AlbertForPreTraining(nn.Module):
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 
-def metric_sums(mlm_logits: Array, sentence_logits: Array, batch: dict[str, Array]) -> dict[str, Array]:
-    """Per-batch sums (not means) of the pretraining metrics, so that batches and hosts add up exactly.
-
-    `example_weights` (optional, [B]) is 0 for padding rows (the end of a finite eval pass, unreadable
-    records): such rows count toward nothing.
-    """
-    labels = batch["sentence_labels"].reshape(-1)
-    example_weights = batch.get("example_weights")
-    example_weights = (jnp.ones(labels.shape, jnp.float32) if example_weights is None
-                       else example_weights.reshape(-1).astype(jnp.float32))
-    weights = batch["masked_lm_weights"].astype(jnp.float32) * example_weights[:, None]
-    mlm_logits = mlm_logits.astype(jnp.float32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
-    sentence_logits = sentence_logits.astype(jnp.float32)
-    sentence_nll = optax.softmax_cross_entropy_with_integer_labels(sentence_logits, labels)
-    return {
-        "masked_lm_loss_sum": (nll * weights).sum(),
-        "masked_lm_correct": ((mlm_logits.argmax(-1) == batch["masked_lm_ids"]) * weights).sum(),
-        "masked_tokens": weights.sum(),
-        "sentence_order_loss_sum": (sentence_nll * example_weights).sum(),
-        "sentence_order_correct": ((sentence_logits.argmax(-1) == labels) * example_weights).sum(),
-        "examples": example_weights.sum(),
-    }
-
-
-def metrics_from_sums(sums: dict[str, Array]) -> dict[str, Array]:
-    """Means from `metric_sums`; the MLM loss divides by (weight sum + 1e-5) as the original does."""
-    return {
-        "masked_lm_loss": sums["masked_lm_loss_sum"] / (sums["masked_tokens"] + 1e-5),
-        "masked_lm_accuracy": sums["masked_lm_correct"] / jnp.maximum(sums["masked_tokens"], 1.0),
-        "sentence_order_loss": sums["sentence_order_loss_sum"] / jnp.maximum(sums["examples"], 1.0),
-        "sentence_order_accuracy": sums["sentence_order_correct"] / jnp.maximum(sums["examples"], 1.0),
-        "masked_tokens": sums["masked_tokens"],
-        "examples": sums["examples"],
-    }
-
-
-def pretraining_loss(mlm_logits: Array, sentence_logits: Array, batch: dict[str, Array],
-                     sentence_loss_weight: float = 1.0) -> tuple[Array, dict[str, Array]]:
-    """Total loss = MLM + weight * sentence loss, with the metrics the original reports.
-
-    MLM loss = sum(w * nll) / (sum(w) + 1e-5) over the masked positions; the sentence loss is the batch mean.
-    `sentence_loss_weight` = 0 trains without a sentence objective (paper Table 5, "none").
-    """
-    metrics = metrics_from_sums(metric_sums(mlm_logits, sentence_logits, batch))
-    loss = metrics["masked_lm_loss"] + sentence_loss_weight * metrics["sentence_order_loss"]
-    return loss, dict(metrics, loss=loss)
-
-
 def init_params(config: AlbertConfig, rng: Array, batch_size: int = 1, seq_length: int = 8,
                 num_predictions: int = 2) -> Any:
     """Boxed parameters of AlbertForPreTraining (wrap in jax.eval_shape to get shapes only).
@@ -337,3 +288,18 @@ def init_params(config: AlbertConfig, rng: Array, batch_size: int = 1, seq_lengt
     positions = jnp.zeros((batch_size, num_predictions), jnp.int32)
     init = jax.jit(lambda key: model.init(key, ids, jnp.ones_like(ids), ids, positions, deterministic=True))
     return init(rng)["params"]
+
+
+@functools.lru_cache(maxsize=16)
+def abstract_params(config: AlbertConfig) -> Any:
+    """AlbertForPreTraining's parameters as boxed ShapeDtypeStructs (logical axis names kept), nothing allocated.
+
+    The one place the abstract tree is built: shardings (`nn.get_partition_spec`), the optimizer's stacked-leaf
+    map, parameter counts and converters' expected shapes all derive from it. Cached: tracing costs ~0.5 s.
+    """
+    return jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+
+
+def param_shapes(config: AlbertConfig) -> Any:
+    """The unboxed abstract parameter tree (plain ShapeDtypeStructs)."""
+    return nn.unbox(abstract_params(config))

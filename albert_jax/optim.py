@@ -18,7 +18,7 @@ Use in a train step (params unboxed with `nn.unbox`; `num_microbatches` a Python
 
     tx = make_optimizer(nn.get_partition_spec(boxed_params))      # gin picks optimizer and schedule
     opt_state = tx.init(params)
-    grads, metrics = accumulate_gradients(pretraining_loss_fn(model), params, batch, num_microbatches, rng)
+    grads, metrics = accumulate_gradients(losses.pretraining_loss_fn(model), params, batch, num_microbatches, rng)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
 """
@@ -35,12 +35,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import PartitionSpec
 
-from albert_jax.model import AlbertForPreTraining, metric_sums
+from albert_jax.losses import LossFn, batch_totals
 
 Array = jax.Array
 PyTree = Any
-# loss_fn(params, microbatch, rng, totals) -> (this microbatch's share of the full-batch loss, additive metrics)
-LossFn = Callable[[PyTree, dict[str, Array], Array, dict[str, Array]], tuple[Array, dict[str, Array]]]
 
 EXCLUDE_FROM_DECAY: tuple[str, ...] = ("LayerNorm", "layer_norm", "bias")
 OPTIMIZERS: tuple[str, ...] = ("lamb", "optax_lamb", "adamw")
@@ -228,64 +226,6 @@ def make_optimizer(params_axes: PyTree | None, optimizer: str = "lamb",
     return optax.chain(optax.clip_by_global_norm(clip_norm), tx)
 
 
-def _example_weights(batch: dict[str, Array]) -> Array:
-    labels = batch["sentence_labels"].reshape(-1)
-    weights = batch.get("example_weights")
-    return jnp.ones(labels.shape, jnp.float32) if weights is None else weights.reshape(-1).astype(jnp.float32)
-
-
-def batch_totals(batch: dict[str, Array]) -> dict[str, Array]:
-    """Full-batch normalizers of the pretraining loss: total MLM weight and number of (real) examples.
-
-    Rows with example_weights 0 (unreadable records) count toward neither, as in `model.metric_sums`.
-    """
-    example_weights = _example_weights(batch)
-    masked = batch["masked_lm_weights"].astype(jnp.float32) * example_weights[:, None]
-    return {"masked_tokens": masked.sum(), "examples": example_weights.sum()}
-
-
-def pretraining_loss_share(mlm_logits: Array, sentence_logits: Array, microbatch: dict[str, Array],
-                           totals: dict[str, Array],
-                           sentence_loss_weight: float = 1.0) -> tuple[Array, dict[str, Array]]:
-    """A microbatch's additive share of `model.pretraining_loss` of the whole batch.
-
-    Every term is a microbatch sum (`model.metric_sums`) divided by a full-batch total from `batch_totals`,
-    e.g. MLM share = sum(w * nll) / (W_total + 1e-5). Shares (and their gradients) summed over microbatches equal
-    the full-batch loss, metrics and gradient exactly in math; with the whole batch as the single microbatch
-    this is `pretraining_loss` itself. Per-microbatch losses averaged would not be: each normalizes by its
-    own weight sum, which differs when masked_lm_weights are uneven across microbatches.
-    """
-    sums = metric_sums(mlm_logits, sentence_logits, microbatch)
-    examples = jnp.maximum(totals["examples"], 1.0)
-    mlm_loss = sums["masked_lm_loss_sum"] / (totals["masked_tokens"] + 1e-5)
-    sentence_loss = sums["sentence_order_loss_sum"] / examples
-    loss = mlm_loss + sentence_loss_weight * sentence_loss
-    metrics = {
-        "loss": loss,
-        "masked_lm_loss": mlm_loss,
-        "masked_lm_accuracy": sums["masked_lm_correct"] / jnp.maximum(totals["masked_tokens"], 1.0),
-        "sentence_order_loss": sentence_loss,
-        "sentence_order_accuracy": sums["sentence_order_correct"] / examples,
-        "masked_tokens": sums["masked_tokens"],
-        "examples": sums["examples"],
-    }
-    return loss, metrics
-
-
-def pretraining_loss_fn(model: AlbertForPreTraining, sentence_loss_weight: float = 1.0,
-                        deterministic: bool = False) -> LossFn:
-    """The `loss_fn` for `accumulate_gradients`: apply `model` (dropout from `rng`) and take the loss share."""
-
-    def loss_fn(params: PyTree, microbatch: dict[str, Array], rng: Array,
-                totals: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
-        mlm_logits, sentence_logits = model.apply(
-            {"params": params}, microbatch["input_ids"], microbatch["input_mask"], microbatch["segment_ids"],
-            microbatch["masked_lm_positions"], deterministic=deterministic, rngs={"dropout": rng})
-        return pretraining_loss_share(mlm_logits, sentence_logits, microbatch, totals, sentence_loss_weight)
-
-    return loss_fn
-
-
 def accumulate_gradients(loss_fn: LossFn, params: PyTree, batch: dict[str, Array], num_microbatches: int,
                          rng: Array, totals_fn: Callable[[dict[str, Array]], dict[str, Array]] = batch_totals,
                          ) -> tuple[PyTree, dict[str, Array]]:
@@ -293,7 +233,7 @@ def accumulate_gradients(loss_fn: LossFn, params: PyTree, batch: dict[str, Array
 
     The normalizers (`totals_fn(batch)`: total MLM weight, example count) are computed once from the whole
     batch and handed to `loss_fn`, which returns its microbatch's share of the full-batch loss (see
-    `pretraining_loss_share`). Gradients and metrics are then plain sums over microbatches, so the result
+    `losses.pretraining_loss_share`). Gradients and metrics are then plain sums over microbatches, so the result
     equals the full-batch gradient exactly in math (up to float summation order), however unevenly the
     masked_lm_weights fall. Microbatch k takes rows k, k + n, k + 2n, ... (strided, not contiguous): with the
     batch sharded over data-parallel devices on its leading axis, every device then holds its own share of

@@ -1,8 +1,8 @@
 """Load a pretrained ALBERT from any directory this project meets, as host numpy parameters and a config.
 
 `load_pretrained(DIR)` accepts
-  * a directory written by `python -m albert_jax.convert.tf` or `python -m albert_jax.convert.hf import`
-    (albert_config.json + params/), and a fine-tuned `OUT/model` (the same layout, with a classifier);
+  * a converted-model folder (`albert_jax.convert.folder`: albert_config.json + params/), written by the
+    converters and by fine-tuning (`OUT/model`, the same layout with a classifier);
   * a pretraining run's workdir, its checkpoints/ or checkpoints/<step> (only the parameters are read);
   * a transformers directory (config.json + safetensors);
   * an unconverted original TF release (albert_config.json + model.ckpt-*), converted in memory.
@@ -15,7 +15,6 @@ and export share this module so that "a model directory" means the same thing to
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,11 @@ from jax.sharding import Mesh
 
 from albert_jax import partitioning
 from albert_jax.config import AlbertConfig
-from albert_jax.convert import hf
+from albert_jax.checkpoint import restore_numpy
+from albert_jax.convert import folder, hf
 from albert_jax.convert import tf as convert_tf
 from albert_jax.input.tokenizer import Tokenizer
-from albert_jax.model import init_params
+from albert_jax.model import abstract_params, param_shapes
 
 
 class PretrainedError(ValueError):
@@ -54,21 +54,18 @@ def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
     path = Path(path).resolve()
     if not path.exists():
         raise PretrainedError(f"{path} does not exist")
-    if (path / hf.OUR_PARAMS_DIR).is_dir() and (path / hf.OUR_CONFIG_FILE).is_file():
-        fields = json.loads((path / hf.OUR_CONFIG_FILE).read_text())
+    if folder.is_model_folder(path):
         try:
-            config = AlbertConfig(**fields)
-        except TypeError as error:
-            raise PretrainedError(f"{path / hf.OUR_CONFIG_FILE} is not this project's AlbertConfig ({error}); an "
-                                  "original release's config sits next to model.ckpt-*, not params/") from error
-        params = _restore_numpy(path / hf.OUR_PARAMS_DIR)
-        found = Pretrained(config, params, _find_vocab(path), f"converted directory {path}")
+            config, params = folder.read(path)
+        except folder.ConversionError as error:
+            raise PretrainedError(str(error)) from error
+        found = Pretrained(config, params, folder.find_vocab(path), f"converted directory {path}")
     elif (path / "config.json").is_file():
         config, params = hf.load_hf_dir(path)
-        found = Pretrained(config, params, _find_vocab(path), f"transformers directory {path}")
+        found = Pretrained(config, params, folder.find_vocab(path), f"transformers directory {path}")
     elif (path / convert_tf.TF_CONFIG_FILE).is_file() and list(path.glob("model.ckpt-*.index")):
         config, params, summary = convert_tf.load_tf_dir(path)
-        found = Pretrained(config, params, _find_vocab(path), f"TensorFlow checkpoint {summary['checkpoint']}")
+        found = Pretrained(config, params, folder.find_vocab(path), f"TensorFlow checkpoint {summary['checkpoint']}")
     elif (path / "checkpoints").is_dir():
         found = _load_workdir(path, step)
     elif path.name == "checkpoints" and path.is_dir():
@@ -100,37 +97,18 @@ def _load_workdir(workdir: Path, step: int | None) -> Pretrained:
     with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
         info = checkpointer.restore(root / str(step) / "config")
     config = AlbertConfig(**info["model"])
-    params = _restore_numpy(root / str(step) / "state", "params")
+    params = restore_numpy(root / str(step) / "state", "params")
     gin_text = info.get("gin", "")
     if (workdir / "config.gin").is_file():
         gin_text += "\n" + (workdir / "config.gin").read_text()
     return Pretrained(config, params, _find_vocab(workdir, gin_text), f"workdir {workdir} step {step}")
 
 
-def _restore_numpy(directory: Path, subtree: str | None = None) -> Any:
-    """An orbax pytree checkpoint (or only its `subtree` entry) as host numpy arrays, whatever the device count
-    or mesh it was saved from (a restore without a target refuses a different topology)."""
-    import orbax.checkpoint as ocp
-
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        tree = checkpointer.metadata(directory).item_metadata.tree
-        item = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), tree if subtree is None else
-                            {subtree: tree[subtree]})
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-        restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
-            item=item, restore_args=restore_args, partial_restore=subtree is not None))
-    return restored if subtree is None else restored[subtree]
-
-
 def _find_vocab(directory: Path, gin_text: str = "") -> str | None:
-    """The SentencePiece model next to the weights (30k-clean.model, spiece.model, or a single *.model), else a
-    `.model` path named in the run's gin config that exists; None when there is none."""
-    for name in ("30k-clean.model", "spiece.model"):
-        if (directory / name).is_file():
-            return str(directory / name)
-    models = sorted(directory.glob("*.model"))
-    if len(models) == 1:
-        return str(models[0])
+    """The SentencePiece model next to the weights, else a `.model` path named in the run's gin config that
+    exists; None when there is none."""
+    if folder.find_vocab(directory):
+        return folder.find_vocab(directory)
     for candidate in re.findall(r"['\"]([^'\"\s]+\.model)['\"]", gin_text):
         if Path(candidate).is_file():
             return str(Path(candidate).resolve())
@@ -139,7 +117,7 @@ def _find_vocab(directory: Path, gin_text: str = "") -> str | None:
 
 def _check_encoder(found: Pretrained) -> None:
     """The encoder tensors must be exactly those the config describes."""
-    shapes = hf.expected_shapes(found.config)
+    shapes = traverse_util.flatten_dict(param_shapes(found.config))
     flat = traverse_util.flatten_dict(found.params)
     problems = [f"{'/'.join(p)}: expected {shapes[p].shape}, found {flat[p].shape if p in flat else 'nothing'}"
                 for p in shapes if p[0] == "albert" and (p not in flat or tuple(flat[p].shape) != shapes[p].shape)]
@@ -150,7 +128,8 @@ def _check_encoder(found: Pretrained) -> None:
 def pretraining_params(found: Pretrained) -> dict[str, Any]:
     """The parameters as exactly AlbertForPreTraining's tree (encoder, MLM and sentence-order heads); tensors of
     other heads are dropped. A model without the pretraining heads (a fine-tuned classifier) is an error."""
-    shapes, flat = hf.expected_shapes(found.config), traverse_util.flatten_dict(found.params)
+    shapes = traverse_util.flatten_dict(param_shapes(found.config))
+    flat = traverse_util.flatten_dict(found.params)
     problems = [f"{'/'.join(p)}: expected {shapes[p].shape}, found {flat[p].shape if p in flat else 'nothing'}"
                 for p in shapes if p not in flat or tuple(flat[p].shape) != shapes[p].shape]
     if problems:
@@ -175,7 +154,7 @@ def model_tokenizer(found: Pretrained, vocab: str | None = None) -> Tokenizer:
 
 def param_shardings(config: AlbertConfig, mesh: Mesh, rules: Any) -> tuple[Any, Any]:
     """(abstract unboxed AlbertForPreTraining parameter tree, its NamedShardings on `mesh`), nothing allocated."""
-    boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
+    boxed = abstract_params(config)
     return nn.unbox(boxed), partitioning.logical_to_sharding(nn.get_partition_spec(boxed), mesh, rules)
 
 

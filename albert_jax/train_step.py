@@ -2,11 +2,14 @@
 
 `train_step(state, batch) -> (state, metrics)` is a pure function jitted with in/out shardings and a donated
 state. A step whose loss or gradient norm is not finite leaves parameters and optimizer state untouched
-and bumps the `nonfinite_streak` counter; the loop decides when to stop.
+and bumps the `nonfinite_streak` counter; the loop decides when to stop. The machinery is model-agnostic
+(`model_state_shardings`, `create_model_state`, `make_update_step` take any model's init and loss): pretraining
+and fine-tuning build their states and steps from the same functions.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -18,10 +21,12 @@ from jax.sharding import Mesh, PartitionSpec
 
 from albert_jax import partitioning
 from albert_jax.config import AlbertConfig
-from albert_jax.model import AlbertForPreTraining, init_params, metric_sums
+from albert_jax.losses import LossFn, batch_totals, metric_sums, pretraining_loss_fn
+from albert_jax.model import AlbertForPreTraining, abstract_params, init_params
 
 Array = jax.Array
 Batch = dict[str, Array]
+ParamsInit = Callable[[Array], Any]  # key -> a model's boxed parameters (logical axis names attached)
 
 
 @flax.struct.dataclass
@@ -36,13 +41,18 @@ class TrainState:
     nonfinite_total: Array
 
 
-def _init_state(config: AlbertConfig, tx: optax.GradientTransformation, seed: int) -> TrainState:
-    """The initial (unboxed) state."""
+def _init_state(init_fn: ParamsInit, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    """The initial (unboxed) state of the model whose boxed parameters `init_fn(key)` makes."""
     params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
-    params = nn.unbox(init_params(config, params_rng))
+    params = nn.unbox(init_fn(params_rng))
     zero = jnp.zeros((), jnp.int32)
     return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=dropout_rng,
                       nonfinite_streak=zero, nonfinite_total=zero)
+
+
+def pretraining_init(config: AlbertConfig) -> ParamsInit:
+    """`init_fn` of AlbertForPreTraining (the pretraining model)."""
+    return functools.partial(init_params, config)
 
 
 def opt_state_specs(opt_state: Any, params: Any, param_specs: Any) -> Any:
@@ -57,42 +67,55 @@ def opt_state_specs(opt_state: Any, params: Any, param_specs: Any) -> Any:
                         is_leaf=params_like)
 
 
-def state_shardings(config: AlbertConfig, tx: optax.GradientTransformation, mesh: Mesh,
-                    rules: Any) -> tuple[TrainState, Any]:
-    """(abstract state, matching tree of NamedShardings), computed without allocating anything."""
-    boxed_params = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
-    abstract = jax.eval_shape(lambda: _init_state(config, tx, 0))
-    param_specs = nn.get_partition_spec(boxed_params)
+def model_state_shardings(init_fn: ParamsInit, tx: optax.GradientTransformation, mesh: Mesh, rules: Any,
+                          boxed_params: Any | None = None) -> tuple[TrainState, Any]:
+    """(abstract state, matching tree of NamedShardings) of any model, computed without allocating anything.
+
+    `boxed_params`: the abstract boxed parameter tree when the caller already has it (its logical axis names give
+    the parameter shardings; the optimizer moments follow them).
+    """
+    abstract = jax.eval_shape(lambda: _init_state(init_fn, tx, 0))
+    boxed = boxed_params if boxed_params is not None else jax.eval_shape(init_fn, jax.random.PRNGKey(0))
+    param_specs = nn.get_partition_spec(boxed)
     specs = TrainState(step=PartitionSpec(), params=param_specs,
                        opt_state=opt_state_specs(abstract.opt_state, abstract.params, param_specs),
                        rng=PartitionSpec(), nonfinite_streak=PartitionSpec(), nonfinite_total=PartitionSpec())
     return abstract, partitioning.logical_to_sharding(specs, mesh, rules)
 
 
-def create_state(config: AlbertConfig, tx: optax.GradientTransformation, mesh: Mesh, rules: Any,
-                 seed: int, shardings: Any | None = None) -> TrainState:
-    """The initial state, created directly sharded: jit of init with out_shardings, never on one device.
+def state_shardings(config: AlbertConfig, tx: optax.GradientTransformation, mesh: Mesh,
+                    rules: Any) -> tuple[TrainState, Any]:
+    """`model_state_shardings` of the pretraining model."""
+    return model_state_shardings(pretraining_init(config), tx, mesh, rules, abstract_params(config))
 
-    `shardings`: the result of `state_shardings` when the caller already has it (saves tracing init again).
-    """
-    if shardings is None:
-        _, shardings = state_shardings(config, tx, mesh, rules)
-    init = jax.jit(lambda: _init_state(config, tx, seed), out_shardings=shardings)
+
+def create_model_state(init_fn: ParamsInit, tx: optax.GradientTransformation, mesh: Mesh, rules: Any, seed: int,
+                       shardings: Any) -> TrainState:
+    """The initial state, created directly sharded: jit of init with out_shardings, never on one device."""
+    init = jax.jit(lambda: _init_state(init_fn, tx, seed), out_shardings=shardings)
     with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
         return init()
 
 
-def make_train_step(config: AlbertConfig, tx: optax.GradientTransformation,
-                    schedule: Callable[[Array], Array], sentence_loss_weight: float = 1.0,
-                    num_microbatches: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-    """Builds the pure `train_step(state, batch) -> (state, metrics)`."""
-    from albert_jax import optim  # local: optim is heavier and only training needs it
+def create_state(config: AlbertConfig, tx: optax.GradientTransformation, mesh: Mesh, rules: Any,
+                 seed: int, shardings: Any | None = None) -> TrainState:
+    """The pretraining model's initial state, created sharded (`shardings`: `state_shardings`'s, if at hand)."""
+    if shardings is None:
+        _, shardings = state_shardings(config, tx, mesh, rules)
+    return create_model_state(pretraining_init(config), tx, mesh, rules, seed, shardings)
 
-    step_loss = optim.pretraining_loss_fn(AlbertForPreTraining(config), sentence_loss_weight)
+
+def make_update_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule: Callable[[Array], Array],
+                     num_microbatches: int = 1, totals_fn: Callable[[Batch], dict[str, Array]] = batch_totals,
+                     ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """The pure `train_step(state, batch) -> (state, metrics)` of any model: (accumulated) gradient of `loss_fn`,
+    one optimizer update, and the non-finite guard (a step whose loss or gradient norm is not finite leaves
+    parameters and optimizer state untouched and bumps `nonfinite_streak`)."""
+    from albert_jax import optim  # local: optim is heavier and only training needs it
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
         rng = jax.random.fold_in(state.rng, state.step)
-        grads, metrics = optim.accumulate_gradients(step_loss, state.params, batch, num_microbatches, rng)
+        grads, metrics = optim.accumulate_gradients(loss_fn, state.params, batch, num_microbatches, rng, totals_fn)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
@@ -107,6 +130,14 @@ def make_train_step(config: AlbertConfig, tx: optax.GradientTransformation,
         return new_state, metrics
 
     return train_step
+
+
+def make_train_step(config: AlbertConfig, tx: optax.GradientTransformation,
+                    schedule: Callable[[Array], Array], sentence_loss_weight: float = 1.0,
+                    num_microbatches: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """The pretraining `train_step(state, batch) -> (state, metrics)` (MLM + weighted sentence loss)."""
+    loss_fn = pretraining_loss_fn(AlbertForPreTraining(config), sentence_loss_weight)
+    return make_update_step(loss_fn, tx, schedule, num_microbatches)
 
 
 def make_eval_step(config: AlbertConfig) -> Callable[[Any, Batch], dict[str, Array]]:

@@ -50,7 +50,8 @@ import numpy as np
 
 import albert_jax.model as model_lib
 from albert_jax.config import AlbertConfig
-from albert_jax.model import AlbertForPreTraining, SharedLayer, init_params, pretraining_loss
+from albert_jax.losses import pretraining_loss
+from albert_jax.model import AlbertForPreTraining, SharedLayer, param_shapes
 
 REFERENCE_PEAK_FLOPS = 157e9  # reference section 6: "fp32 peak of these 2 cores" (AVX2 FMA at 2.45 GHz)
 ALBERT_BASE_GIN = os.path.join(os.path.dirname(__file__), "..", "experiments", "models", "albert_base.gin")
@@ -99,11 +100,6 @@ def train_step_grad(config: AlbertConfig) -> Callable[[Any, dict[str, Any]], Any
         return pretraining_loss(mlm, sentence, batch)[0]
 
     return jax.value_and_grad(loss)
-
-
-def param_shapes(config: AlbertConfig) -> Any:
-    """Unboxed ShapeDtypeStructs of the parameters (no allocation)."""
-    return nn.unbox(jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0))))
 
 
 def random_params(shapes: Any, seed: int = 0) -> Any:

@@ -25,6 +25,7 @@ import transformers
 
 from albert_jax.config import AlbertConfig  # noqa: E402
 from albert_jax.convert import tf as convert_tf  # noqa: E402
+from albert_jax.jobs import convert as convert_job  # noqa: E402
 from albert_jax.convert.hf import ConversionError, expected_shapes  # noqa: E402
 from albert_jax.model import AlbertForPreTraining  # noqa: E402
 from hf_fixtures import padded_batch
@@ -188,7 +189,7 @@ def test_import_matches_transformers(case: str, tmp_path: Path, capsys: pytest.C
     release = write_release(tmp_path / "release", cfg, variables)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        assert convert_tf.main([str(release), str(tmp_path / "out")]) == 0
+        assert convert_job.main(["tf", str(release), str(tmp_path / "out")]) == 0
     line = capsys.readouterr().out
     L, G = cfg["num_hidden_layers"], cfg["num_hidden_groups"]
     never_run = 16 * (G - len({int(i / L * G) for i in range(L)}))  # 16 tensors per group
@@ -319,6 +320,6 @@ def test_cli_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     variables = tf_variables(cfg)
     del variables["cls/predictions/output_bias"]
     release = write_release(tmp_path / "release", cfg, variables, prefix="model.ckpt-7")
-    assert convert_tf.main([str(release), str(tmp_path / "out")]) == 2
+    assert convert_job.main(["tf", str(release), str(tmp_path / "out")]) == 2
     assert "cls/predictions/output_bias is missing" in capsys.readouterr().err
     assert not (tmp_path / "out" / "params").exists()

@@ -34,7 +34,8 @@ import transformers
 from albert_jax.jobs import evaluate
 from albert_jax import gin_setup, pretrained
 from albert_jax.config import AlbertConfig
-from albert_jax.convert import hf
+from albert_jax.convert import folder, hf
+from albert_jax.jobs import convert as convert_job
 from albert_jax.input import loader as input_loader
 from albert_jax.input.tokenizer import train_vocab
 from albert_jax.model import AlbertForPreTraining
@@ -279,7 +280,7 @@ def test_imported_transformers_model_matches_pytorch_on_its_own_vocabulary(hf_mo
 
 
 def test_exports_load_in_transformers_whatever_device_count_saved_them(run: dict, tmp_path: Path) -> None:
-    assert hf.main(["export", str(run["workdir"]), str(tmp_path / "from_run")]) == 0  # saved on 4, read on 8
+    assert convert_job.main(["hf", "export", str(run["workdir"]), str(tmp_path / "from_run")]) == 0  # saved on 4, read on 8
     config, params = restore_checkpoint(run["workdir"], run["steps"][-1])
     reference = transformers.AlbertForPreTraining.from_pretrained(tmp_path / "from_run",
                                                                   attn_implementation="eager").eval()
@@ -294,13 +295,13 @@ def test_exports_load_in_transformers_whatever_device_count_saved_them(run: dict
                                          jax.sharding.PartitionSpec("d"))
     converted = tmp_path / "converted"
     converted.mkdir()
-    (converted / hf.OUR_CONFIG_FILE).write_text(json.dumps(config.to_dict()))
+    (converted / folder.CONFIG_FILE).write_text(json.dumps(config.to_dict()))
     with ocp.StandardCheckpointer() as checkpointer:  # word embeddings split over the 8 devices of this process
-        checkpointer.save(converted / hf.OUR_PARAMS_DIR, jax.tree.map(
+        checkpointer.save(converted / folder.PARAMS_DIR, jax.tree.map(
             lambda x: jax.device_put(x, sharded) if x.shape and x.shape[0] % 8 == 0 else x, params))
         checkpointer.wait_until_finished()
     env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.run([sys.executable, "-m", "albert_jax.convert.hf", "export", str(converted),
+    proc = subprocess.run([sys.executable, "-m", "albert_jax.jobs.convert", "hf", "export", str(converted),
                            str(tmp_path / "from_converted")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     exported, expected = hf.load_hf_state(tmp_path / "from_converted"), hf.load_hf_state(tmp_path / "from_run")

@@ -86,7 +86,7 @@ def test_transformers_directory_matches_transformers(hf_dir: Path, capsys: pytes
 
 def test_converted_directory_with_explicit_vocab(hf_dir: Path, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture) -> None:
-    hf.import_command(hf_dir, tmp_path / "ours")
+    hf.import_dir(hf_dir, tmp_path / "ours")
     assert fill_mask.main(["--model", str(tmp_path / "ours"), "--text", TEXT]) == 2
     assert "pass --vocab" in capsys.readouterr().err
     ids, top = reference(hf_dir, TEXT, 3)

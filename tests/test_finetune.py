@@ -26,7 +26,7 @@ from albert_jax.jobs import finetune
 from albert_jax.downstream import tasks
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
-from albert_jax.convert.tf import write_converted
+from albert_jax.convert import folder
 from albert_jax.input.tokenizer import CLS_ID, SEP_ID, Tokenizer, train_vocab
 from albert_jax.model import init_params
 
@@ -76,7 +76,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     manager.wait_until_finished()
     manager.close()
     params = jax.device_get(state.params)
-    write_converted(config, params, root / "converted", files=[Path(vocab)])
+    folder.write(root / "converted", config, params, files=[Path(vocab)])
     return {"root": root, "vocab": vocab, "config": config, "params": params}
 
 

@@ -23,7 +23,8 @@ import torch
 import transformers
 
 from albert_jax.config import AlbertConfig  # noqa: E402
-from albert_jax.convert import hf  # noqa: E402
+from albert_jax.convert import folder, hf  # noqa: E402
+from albert_jax.jobs import convert as convert_job  # noqa: E402
 from albert_jax.model import AlbertForPreTraining  # noqa: E402
 from hf_fixtures import padded_batch
 
@@ -211,19 +212,19 @@ def test_params_round_trip_is_exact(overrides: dict[str, Any]) -> None:
 def test_command_line_import_then_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = hf_model(**PARITY_CONFIGS["L=6,G=4,erf-gelu"])
     model.save_pretrained(tmp_path / "hf")
-    assert hf.main(["import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
-    ours_config = json.loads((tmp_path / "ours" / hf.OUR_CONFIG_FILE).read_text())
+    assert convert_job.main(["hf", "import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
+    ours_config = json.loads((tmp_path / "ours" / folder.CONFIG_FILE).read_text())
     assert ours_config["num_hidden_groups"] == 4 and ours_config["hidden_act"] == "gelu"
-    assert hf.main(["export", str(tmp_path / "ours"), str(tmp_path / "back")]) == 0
+    assert convert_job.main(["hf", "export", str(tmp_path / "ours"), str(tmp_path / "back")]) == 0
     original, exported = hf.load_hf_state(tmp_path / "hf"), hf.load_hf_state(tmp_path / "back")
     assert original.keys() == exported.keys()
     assert all(np.array_equal(original[k], exported[k]) for k in original)
 
-    assert hf.main(["import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 2
+    assert convert_job.main(["hf", "import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert hf.main(["import", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
+    assert convert_job.main(["hf", "import", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
     assert "nowhere does not exist" in capsys.readouterr().err
-    assert hf.main(["export", str(tmp_path / "hf"), str(tmp_path / "y")]) == 2
+    assert convert_job.main(["hf", "export", str(tmp_path / "hf"), str(tmp_path / "y")]) == 2
     assert "has no albert_config.json" in capsys.readouterr().err
 
 

@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 from albert_jax.config import AlbertConfig, copy_index
-from albert_jax.model import AlbertForPreTraining, AlbertModel, init_params, pretraining_loss
+from albert_jax.losses import pretraining_loss
+from albert_jax.model import AlbertForPreTraining, AlbertModel, init_params
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "experiments" / "models"
 

@@ -17,7 +17,8 @@ from jax.sharding import PartitionSpec
 
 from albert_jax import optim
 from albert_jax.config import AlbertConfig
-from albert_jax.model import AlbertForPreTraining, init_params, pretraining_loss
+from albert_jax.losses import pretraining_loss, pretraining_loss_fn
+from albert_jax.model import AlbertForPreTraining, init_params
 
 ROOT = Path(__file__).resolve().parents[1]
 # Attention shared (stacks of 1), FFN unique per layer (stacks of 3): both stack sizes in one tree.
@@ -270,7 +271,7 @@ def test_gradient_accumulation_is_exact(boxed: Any, jitted: dict[str, Any]) -> N
 
     full_grad = jax.jit(jax.grad(full_loss, has_aux=True))
     want_grads, want_metrics = full_grad(params, batch)
-    loss_fn = optim.pretraining_loss_fn(model, deterministic=True)
+    loss_fn = pretraining_loss_fn(model, deterministic=True)
     accumulate = jax.jit(optim.accumulate_gradients, static_argnums=(0, 3))
     tx, update = jitted["lamb"]
 

@@ -31,15 +31,11 @@ Decisions (each one keeps the two models computing the same function):
 
 from __future__ import annotations
 
-import argparse
-import functools
 import json
 import re
-import shutil
-import sys
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -47,13 +43,13 @@ import numpy as np
 from flax import traverse_util
 
 from albert_jax.config import AlbertConfig, copy_index
-from albert_jax.model import init_params, truncated_normal
+from albert_jax.convert import folder
+from albert_jax.convert.folder import ConversionError
+from albert_jax.model import param_shapes, truncated_normal
 
 CONFIG_FIELDS = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                  "intermediate_size", "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob",
                  "max_position_embeddings", "type_vocab_size", "initializer_range", "layer_norm_eps")
-OUR_CONFIG_FILE = "albert_config.json"
-OUR_PARAMS_DIR = "params"
 SAFETENSORS_FILE = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 LAYER_PREFIX = "albert.encoder.albert_layer_groups.{}.albert_layers.0."
@@ -99,10 +95,6 @@ LAYER_MODULES: dict[str, tuple[str, str, str, str]] = {
     "ffn_layer_norm": ("ffn", "full_layer_layer_norm", "same", "same"),
 }
 TORCH_PARAM = {"kernel": "weight", "scale": "weight", "bias": "bias"}
-
-
-class ConversionError(ValueError):
-    """A config, checkpoint or directory that cannot be converted; the message says why and how to fix it."""
 
 
 def hf_group(layer: int, num_groups: int, num_layers: int) -> int:
@@ -196,13 +188,7 @@ def _to_hf(kind: str, tensor: np.ndarray) -> np.ndarray:
 
 def expected_shapes(config: AlbertConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
     """Flattened abstract parameter tree of `init_params(config)`, unboxed (no memory, no FLOPs)."""
-    return dict(_abstract_params(config))
-
-
-@functools.lru_cache(maxsize=16)
-def _abstract_params(config: AlbertConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
-    """Cached: tracing the model costs ~0.5 s, and import and export each need the shapes."""
-    return traverse_util.flatten_dict(jax.eval_shape(lambda: nn.unbox(init_params(config, jax.random.PRNGKey(0)))))
+    return traverse_util.flatten_dict(param_shapes(config))
 
 
 def _layer_entries(config: AlbertConfig, groups: int
@@ -427,69 +413,9 @@ def save_hf_dir(config: AlbertConfig, params: Any, path: str | Path) -> None:
     save_file(tensors, path / SAFETENSORS_FILE, metadata={"format": "pt"})
 
 
-def import_command(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> None:
-    """transformers directory -> OUT_DIR/albert_config.json + OUT_DIR/params (orbax StandardCheckpointer)."""
-    import orbax.checkpoint as ocp
-
+def import_dir(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
+    """transformers directory -> a converted-model folder (`albert_jax.convert.folder`), with its vocabulary."""
     config, params = load_hf_dir(hf_dir)
-    out = Path(out_dir).resolve()
-    if (out / OUR_PARAMS_DIR).exists() and not force:
-        raise ConversionError(f"{out / OUR_PARAMS_DIR} already exists; remove it or pass --force")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / OUR_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(out / OUR_PARAMS_DIR, params, force=force)
-        checkpointer.wait_until_finished()
-
-
-def export_command(our_dir: str | Path, hf_dir: str | Path, step: int | None = None) -> None:
-    """A converted directory (`import` output: albert_config.json + params/) or a pretraining run's workdir (its
-    latest checkpoint's parameters, or `step`'s) -> transformers directory, with the vocabulary as spiece.model
-    when one is found next to the model. Parameters are read onto the host, so a checkpoint saved sharded over
-    any number of devices exports on any machine."""
-    from albert_jax import pretrained  # here: pretrained reads transformers directories through this module
-
-    our = Path(our_dir).resolve()
-    _require_dir(our, "checkpoint directory")
-    converted = (our / OUR_CONFIG_FILE).is_file() and (our / OUR_PARAMS_DIR).is_dir()
-    if not converted and not (our / "checkpoints").is_dir():
-        missing = OUR_CONFIG_FILE if not (our / OUR_CONFIG_FILE).exists() else OUR_PARAMS_DIR
-        raise ConversionError(f"{our} has no {missing}; expected the layout `import` writes ({OUR_CONFIG_FILE} + "
-                              f"{OUR_PARAMS_DIR}/) or a pretraining workdir (checkpoints/)")
-    try:
-        model = pretrained.load_pretrained(our, step)
-    except pretrained.PretrainedError as error:
-        raise ConversionError(str(error)) from error
-    save_hf_dir(model.config, model.params, hf_dir)
-    target = Path(hf_dir).resolve() / "spiece.model"
-    if model.vocab is not None and Path(model.vocab).resolve() != target:
-        shutil.copyfile(model.vocab, target)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m albert_jax.convert.hf import HF_DIR OUT_DIR` or `... export OUT_DIR HF_DIR`; returns exit code."""
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.convert.hf", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    importer = commands.add_parser("import", help="transformers directory -> albert_config.json + orbax params")
-    importer.add_argument("hf_dir")
-    importer.add_argument("out_dir")
-    importer.add_argument("--force", action="store_true", help="overwrite OUT_DIR/params")
-    exporter = commands.add_parser("export", help="albert_config.json + orbax params, or a run workdir -> "
-                                   "transformers directory")
-    exporter.add_argument("out_dir", help="albert_config.json + params/, or a pretraining workdir")
-    exporter.add_argument("hf_dir")
-    exporter.add_argument("--step", type=int, default=None, help="workdir checkpoint step (default: latest)")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "import":
-            import_command(args.hf_dir, args.out_dir, force=args.force)
-        else:
-            export_command(args.out_dir, args.hf_dir, step=args.step)
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    vocab = folder.find_vocab(Path(hf_dir))
+    return folder.write(out_dir, config, params, files=[Path(vocab)] if vocab else [], force=force,
+                        record={"source": "transformers", "directory": str(Path(hf_dir).resolve())})

@@ -26,11 +26,8 @@ Decisions:
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import shutil
-import sys
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -39,11 +36,12 @@ import numpy as np
 from flax import traverse_util
 
 from albert_jax.config import AlbertConfig, copy_index
-from albert_jax.convert.hf import OUR_CONFIG_FILE, OUR_PARAMS_DIR, ConversionError, expected_shapes
+from albert_jax.convert import folder
+from albert_jax.convert.folder import ConversionError
+from albert_jax.convert.hf import expected_shapes
 
 TF_CONFIG_FILE = "albert_config.json"
 VOCAB_FILES = ("30k-clean.model", "30k-clean.vocab")
-CONVERSION_RECORD = "conversion.json"
 BEST_PREFIX = "model.ckpt-best"
 STEP_INDEX = re.compile(r"^model\.ckpt-(\d+)\.index$")
 OPTIMIZER_SLOTS = ("/adam_m", "/adam_v")
@@ -311,36 +309,15 @@ def find_vocab_files(tf_dir: Path) -> list[Path]:
     return files or sorted(path for path in tf_dir.iterdir() if path.suffix in (".model", ".vocab"))
 
 
-def write_converted(config: AlbertConfig, params: Any, out_dir: str | Path, *, files: Sequence[Path] = (),
-                    record: Mapping[str, Any] | None = None, force: bool = False) -> Path:
-    """Writes OUT_DIR/albert_config.json + OUT_DIR/params (the `convert.hf import` layout), copies `files`
-    (the vocabulary) and writes `record` as conversion.json. Returns the resolved OUT_DIR."""
-    import orbax.checkpoint as ocp
-
-    out = Path(out_dir).resolve()
-    if (out / OUR_PARAMS_DIR).exists() and not force:
-        raise ConversionError(f"{out / OUR_PARAMS_DIR} already exists; remove it or pass --force")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / OUR_CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    with ocp.StandardCheckpointer() as checkpointer:
-        checkpointer.save(out / OUR_PARAMS_DIR, params, force=force)
-        checkpointer.wait_until_finished()
-    for path in files:
-        shutil.copyfile(path, out / path.name)
-    if record is not None:
-        (out / CONVERSION_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return out
-
-
-def import_command(tf_dir: str | Path, out_dir: str | Path, force: bool = False) -> str:
-    """Release directory -> OUT_DIR; returns the one-line summary it prints."""
+def import_dir(tf_dir: str | Path, out_dir: str | Path, force: bool = False) -> str:
+    """Release directory -> a converted-model folder OUT_DIR; returns a one-line summary of what was read."""
     tf_dir = Path(tf_dir)
     config, params, summary = load_tf_dir(tf_dir)
     vocab = find_vocab_files(tf_dir)
     if not any(path.suffix == ".model" for path in vocab):
         warnings.warn(f"{tf_dir} has no SentencePiece .model file; fill-mask and fine-tuning will need --vocab")
-    out = write_converted(config, params, out_dir, files=vocab, force=force,
-                          record={"source": "tensorflow", **summary, "vocab": [path.name for path in vocab]})
+    out = folder.write(out_dir, config, params, files=vocab, force=force,
+                       record={"source": "tensorflow", **summary, "vocab": [path.name for path in vocab]})
     skipped = [f"{summary['optimizer_slots_skipped']} optimizer slots (adam_m/adam_v)"]
     if summary["global_step_skipped"]:
         skipped.append("global_step")
@@ -349,22 +326,3 @@ def import_command(tf_dir: str | Path, out_dir: str | Path, force: bool = False)
     return (f"imported {summary['variables']} variables ({summary['parameters']:,} parameters) from "
             f"{summary['checkpoint']}; skipped {' and '.join(skipped)}; wrote {out}"
             f"{' with ' + ', '.join(path.name for path in vocab) if vocab else ''}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m albert_jax.convert.tf TF_DIR OUT_DIR [--force]`; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.convert.tf", description=__doc__.split("\n")[0])
-    parser.add_argument("tf_dir", help="unpacked release: albert_config.json, model.ckpt-best.*, 30k-clean.model")
-    parser.add_argument("out_dir", help="output: albert_config.json + params/ (+ vocabulary copies)")
-    parser.add_argument("--force", action="store_true", help="overwrite OUT_DIR/params")
-    args = parser.parse_args(argv)
-    try:
-        print(import_command(args.tf_dir, args.out_dir, force=args.force))
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

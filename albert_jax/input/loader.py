@@ -219,6 +219,11 @@ class Loader:
         self._iterator: Iterator | None = None
 
     @property
+    def max_predictions_per_seq(self) -> int:
+        """MLM positions per sequence in every batch (the head runs on all of them, padded or not)."""
+        return int(self.masking.max_predictions_per_seq)
+
+    @property
     def steps_per_epoch(self) -> int:
         """Global batches per pass over the data (rounded up)."""
         return -(-self.num_records // self.global_batch_size)

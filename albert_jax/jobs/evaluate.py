@@ -34,7 +34,7 @@ from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
 from albert_jax.input.instances import InstanceConfig
 from albert_jax.input.tokenizer import Tokenizer
-from albert_jax.model import metrics_from_sums
+from albert_jax.losses import metrics_from_sums
 
 REPORTED = ("masked_lm_accuracy", "masked_lm_loss", "sentence_order_accuracy", "sentence_order_loss",
             "examples", "masked_tokens")

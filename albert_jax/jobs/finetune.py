@@ -20,31 +20,30 @@ Fine-tuning runs in one process over all of its devices (batch split over the da
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import flax.linen as nn
-import flax.struct
 import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import PartitionSpec
 
 from albert_jax import gin_setup, optim, partitioning
+from albert_jax import train_step as steps
 from albert_jax.downstream import tasks
 from albert_jax.config import AlbertConfig
-from albert_jax.convert import tf as convert_tf
+from albert_jax.convert import folder
 from albert_jax.jobs.sinks import MetricsWriter
 from albert_jax.model import AlbertModel, dense
 from albert_jax.pretrained import Pretrained, PretrainedError, load_pretrained, model_tokenizer  # noqa: F401
-from albert_jax.train_step import opt_state_specs
+from albert_jax.losses import LossFn, classification_loss
 
 Array = jax.Array
 OPTIMIZERS = ("adamw_original", "adamw")
@@ -68,19 +67,6 @@ class AlbertClassifier(nn.Module):
         return self.classifier(self.dropout(pooled, deterministic=deterministic)).astype(jnp.float32)
 
 
-def task_loss(logits: Array, batch: dict[str, Array], regression: bool) -> tuple[Array, dict[str, Array]]:
-    """Mean cross-entropy (classes) or squared error (regression) over the rows of weight 1."""
-    weights = batch["example_weights"]
-    count = jnp.maximum(weights.sum(), 1.0)
-    if regression:
-        per_example = jnp.square(logits[:, 0] - batch["labels"])
-        return (per_example * weights).sum() / count, {}
-    labels = batch["labels"].astype(jnp.int32)
-    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    correct = ((logits.argmax(-1) == labels) * weights).sum()
-    return (per_example * weights).sum() / count, {"accuracy": correct / count}
-
-
 def make_optimizer(name: str, params_axes: Any, schedule: optax.Schedule,
                    weight_decay: float) -> optax.GradientTransformation:
     """'adamw_original': the original AdamWeightDecay (no bias correction, eps 1e-6), from `optim`'s pieces;
@@ -95,66 +81,57 @@ def make_optimizer(name: str, params_axes: Any, schedule: optax.Schedule,
                        optax.scale_by_learning_rate(schedule))
 
 
-@flax.struct.dataclass
-class FinetuneState:
-    step: Array
-    params: Any
-    opt_state: Any
-    rng: Array
-
-
 def _set_encoder(params: dict[str, Any], encoder: dict[str, Any]) -> dict[str, Any]:
     return {**params, "albert": encoder}
 
 
+def classifier_init(model: AlbertClassifier, seq_length: int) -> steps.ParamsInit:
+    """`init_fn` of the classifier: key -> boxed parameters."""
+    ids = jnp.zeros((1, seq_length), jnp.int32)
+    return lambda rng: model.init(rng, ids, ids, ids, deterministic=True)["params"]
+
+
+def abstract_classifier_params(model: AlbertClassifier, seq_length: int) -> Any:
+    """The classifier's boxed abstract parameter tree (logical axes for shardings and the optimizer)."""
+    return jax.eval_shape(classifier_init(model, seq_length), jax.random.PRNGKey(0))
+
+
+def classifier_loss_fn(model: AlbertClassifier) -> LossFn:
+    """The `loss_fn` for `train_step.make_update_step`: the classifier's task loss with dropout from `rng`."""
+    regression = model.num_labels == 1
+
+    def loss_fn(params: Any, batch: dict[str, Array], rng: Array, totals: dict[str, Array]) -> tuple[Array, dict]:
+        del totals  # task losses are whole-batch means: fine-tuning takes no microbatches
+        logits = model.apply({"params": params}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
+                             deterministic=False, rngs={"dropout": rng})
+        loss, metrics = classification_loss(logits, batch, regression)
+        return loss, dict(metrics, loss=loss)
+
+    return loss_fn
+
+
 class Runner:
-    """The jitted, sharded train and predict steps of one classifier on the mesh."""
+    """The jitted, sharded train and predict steps of one classifier on the mesh: the train state, its
+    shardings and the update step are `train_step`'s own (`model_state_shardings`, `make_update_step`)."""
 
     def __init__(self, model: AlbertClassifier, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                 seq_length: int, seed: int) -> None:
+                 seq_length: int, seed: int, boxed_params: Any) -> None:
+        """`boxed_params`: `abstract_classifier_params(model, seq_length)` (the optimizer was built from it too)."""
         self.model, self.mesh, self.rules = model, partitioning.make_mesh(), partitioning.logical_rules()
-        ids = jnp.zeros((1, seq_length), jnp.int32)
-
-        def boxed_params(rng: Array) -> Any:
-            return model.init(rng, ids, ids, ids, deterministic=True)["params"]
-
-        def init() -> FinetuneState:
-            params_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
-            params = nn.unbox(boxed_params(params_rng))
-            return FinetuneState(jnp.zeros((), jnp.int32), params, tx.init(params), dropout_rng)
-
-        param_specs = nn.get_partition_spec(jax.eval_shape(boxed_params, jax.random.PRNGKey(0)))
-        abstract = jax.eval_shape(init)
-        specs = FinetuneState(PartitionSpec(), param_specs, opt_state_specs(abstract.opt_state, abstract.params,
-                                                                             param_specs), PartitionSpec())
-        self.sharding = partitioning.logical_to_sharding(specs, self.mesh, self.rules)
-        self._init = jax.jit(init, out_shardings=self.sharding)
-        batch_sharding, replicated = partitioning.batch_sharding(self.mesh), partitioning.replicated(self.mesh)
-        regression = model.num_labels == 1
-
-        def train_step(state: FinetuneState, batch: dict[str, Array]) -> tuple[FinetuneState, dict[str, Array]]:
-            rng = jax.random.fold_in(state.rng, state.step)
-
-            def loss_fn(params: Any) -> tuple[Array, dict[str, Array]]:
-                logits = model.apply({"params": params}, batch["input_ids"], batch["input_mask"],
-                                     batch["segment_ids"], deterministic=False, rngs={"dropout": rng})
-                return task_loss(logits, batch, regression)
-
-            (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-            updates, opt_state = tx.update(grads, state.opt_state, state.params)
-            new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                                      opt_state=opt_state)
-            return new_state, dict(metrics, loss=loss, learning_rate=schedule(state.step),
-                                   grad_norm=optax.tree.norm(grads))
+        init_fn = classifier_init(model, seq_length)
+        _, self.sharding = steps.model_state_shardings(init_fn, tx, self.mesh, self.rules, boxed_params)
+        self._init = functools.partial(steps.create_model_state, init_fn, tx, self.mesh, self.rules, seed,
+                                       self.sharding)
+        update = steps.make_update_step(classifier_loss_fn(model), tx, schedule, totals_fn=lambda batch: {})
+        self._train = steps.jit_train_step(update, self.sharding, self.mesh)
 
         def predict(params: Any, batch: dict[str, Array]) -> Array:
             return model.apply({"params": params}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
                                deterministic=True)
 
-        self._train = jax.jit(train_step, in_shardings=(self.sharding, batch_sharding),
-                              out_shardings=(self.sharding, replicated), donate_argnums=(0,))
-        self._predict = jax.jit(predict, in_shardings=(self.sharding.params, batch_sharding), out_shardings=replicated)
-        self.batch_sharding = batch_sharding
+        self.batch_sharding = partitioning.batch_sharding(self.mesh)
+        self._predict = jax.jit(predict, in_shardings=(self.sharding.params, self.batch_sharding),
+                                out_shardings=partitioning.replicated(self.mesh))
 
     def context(self) -> Any:
         """The mesh and logical-axis rules the steps run under."""
@@ -165,10 +142,9 @@ class Runner:
         stack.enter_context(nn.logical_axis_rules(list(self.rules)))
         return stack
 
-    def initial_state(self, encoder: dict[str, Any]) -> FinetuneState:
+    def initial_state(self, encoder: dict[str, Any]) -> steps.TrainState:
         """A fresh classifier head and optimizer state around the pretrained `encoder` tree."""
-        with self.context():
-            state = self._init()
+        state = self._init()
         expected = jax.tree.map(lambda a: a.shape, state.params["albert"])
         if jax.tree.map(lambda a: tuple(np.shape(a)), encoder) != expected:
             raise PretrainedError("the pretrained encoder's parameter tree differs from the classifier's encoder")
@@ -176,7 +152,7 @@ class Runner:
             jax.tree.map(lambda a, s: np.asarray(a, s.dtype), encoder, state.params["albert"]),
             self.sharding.params["albert"])))
 
-    def train_step(self, state: FinetuneState, batch: dict[str, np.ndarray]) -> tuple[FinetuneState, dict]:
+    def train_step(self, state: steps.TrainState, batch: dict[str, np.ndarray]) -> tuple[steps.TrainState, dict]:
         with self.context():
             return self._train(state, jax.device_put(batch, self.batch_sharding))
 
@@ -276,9 +252,9 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
 
     schedule = optim.make_schedule(peak_learning_rate=learning_rate, warmup_steps=warmup, num_train_steps=total)
     model = AlbertClassifier(config, task.num_labels, classifier_dropout)
-    ids = jnp.zeros((1, max_seq_length), jnp.int32)
-    boxed = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, ids, ids)["params"])
-    runner = Runner(model, make_optimizer(optimizer, boxed, schedule, weight_decay), schedule, max_seq_length, seed)
+    boxed = abstract_classifier_params(model, max_seq_length)
+    runner = Runner(model, make_optimizer(optimizer, boxed, schedule, weight_decay), schedule, max_seq_length, seed,
+                    boxed)
     ways = partitioning.data_parallel_size(runner.mesh)
     if batch_size % ways or eval_batch_size % ways:
         raise ValueError(f"finetune.batch_size={batch_size} and eval_batch_size={eval_batch_size} must be multiples "
@@ -315,11 +291,9 @@ def _save_model(directory: Path, config: AlbertConfig, params: Any, task: tasks.
                 max_seq_length: int, init: str) -> None:
     """albert_config.json + params/ (encoder and classifier) + task.json + the vocabulary, loadable again by
     `load_pretrained` (whose encoder can start another fine-tuning)."""
-    convert_tf.write_converted(config, jax.device_get(params), directory, force=True)
+    folder.write(directory, config, jax.device_get(params), files=[Path(vocab)], force=True)
     record = {"task": dataclasses.asdict(task), "max_seq_length": max_seq_length, "init": str(init)}
-    (directory / "task.json").write_text(json.dumps(record, indent=2) + "\n")
-    if Path(vocab).resolve() != (directory / Path(vocab).name).resolve():
-        shutil.copyfile(vocab, directory / Path(vocab).name)
+    (directory / folder.TASK_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

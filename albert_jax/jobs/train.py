@@ -26,7 +26,7 @@ from albert_jax.jobs import sinks
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
-from albert_jax.model import init_params
+from albert_jax.model import abstract_params
 
 log = logging.getLogger("albert_jax.jobs.train")
 
@@ -87,8 +87,7 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
                          f"devices, {jax.process_count()} processes and {num_microbatches} microbatches.")
     os.makedirs(workdir, exist_ok=True)
 
-    abstract_boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(seed)))
-    tx = optim.make_optimizer(abstract_boxed)
+    tx = optim.make_optimizer(abstract_params(config))
     schedule = optim.make_schedule()
     abstract_state, state_sharding = steps.state_shardings(config, tx, mesh, rules)
     input_config = prepared_input_config()
@@ -110,8 +109,9 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
         with open(os.path.join(workdir, "config.gin"), "w") as f:
             f.write(operative_config_text())
 
-    model_report = describe.describe()
     seq_length = loader.seq_length
+    # FLOPs per token at the shape the run actually reads, not describe's gin defaults (512 / 20).
+    model_report = describe.describe(seq_length=seq_length, max_predictions_per_seq=loader.max_predictions_per_seq)
     step_fn = steps.jit_train_step(
         steps.make_train_step(config, tx, schedule, input_loader.sentence_loss_weight(config=input_config),
                               num_microbatches),

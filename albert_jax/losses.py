@@ -1,0 +1,129 @@
+"""Every loss of the project and the metrics that come with it: pretraining (MLM + sentence objective) and the
+fine-tuning task losses.
+
+Pretraining metrics are kept as per-batch *sums* (`metric_sums`) and turned into means by one function,
+`normalized_metrics`, against normalizers that may come from a larger batch than the sums (`batch_totals`).
+That one definition serves three callers exactly: a whole-batch loss (sums over their own totals), a
+microbatch's additive share of the full-batch loss under gradient accumulation (microbatch sums over the
+full-batch totals, so shares and their gradients add up to the full-batch values), and evaluation over many
+batches and hosts (sums added first, divided once at the end).
+
+Rows with `example_weights` 0 (padding at the end of a finite eval pass, unreadable records) count toward
+nothing, in the sums and in the normalizers alike.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from albert_jax.model import AlbertForPreTraining
+
+Array = jax.Array
+PyTree = Any
+# loss_fn(params, microbatch, rng, totals) -> (this microbatch's share of the full-batch loss, additive metrics)
+LossFn = Callable[[PyTree, dict[str, Array], Array, dict[str, Array]], tuple[Array, dict[str, Array]]]
+
+
+def example_weights(batch: dict[str, Array]) -> Array:
+    """[B] float32 row weights: the batch's `example_weights`, or ones when it has none."""
+    labels = batch["sentence_labels"].reshape(-1)
+    weights = batch.get("example_weights")
+    return jnp.ones(labels.shape, jnp.float32) if weights is None else weights.reshape(-1).astype(jnp.float32)
+
+
+def batch_totals(batch: dict[str, Array]) -> dict[str, Array]:
+    """The normalizers of the pretraining metrics: total MLM weight and number of (real) examples."""
+    rows = example_weights(batch)
+    masked = batch["masked_lm_weights"].astype(jnp.float32) * rows[:, None]
+    return {"masked_tokens": masked.sum(), "examples": rows.sum()}
+
+
+def metric_sums(mlm_logits: Array, sentence_logits: Array, batch: dict[str, Array]) -> dict[str, Array]:
+    """Per-batch sums (not means) of the pretraining metrics, so that batches and hosts add up exactly."""
+    labels = batch["sentence_labels"].reshape(-1)
+    rows = example_weights(batch)
+    weights = batch["masked_lm_weights"].astype(jnp.float32) * rows[:, None]
+    mlm_logits = mlm_logits.astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
+    sentence_logits = sentence_logits.astype(jnp.float32)
+    sentence_nll = optax.softmax_cross_entropy_with_integer_labels(sentence_logits, labels)
+    return {
+        "masked_lm_loss_sum": (nll * weights).sum(),
+        "masked_lm_correct": ((mlm_logits.argmax(-1) == batch["masked_lm_ids"]) * weights).sum(),
+        "masked_tokens": weights.sum(),
+        "sentence_order_loss_sum": (sentence_nll * rows).sum(),
+        "sentence_order_correct": ((sentence_logits.argmax(-1) == labels) * rows).sum(),
+        "examples": rows.sum(),
+    }
+
+
+def normalized_metrics(sums: dict[str, Array], totals: dict[str, Array]) -> dict[str, Array]:
+    """Means of `sums` over `totals`; the MLM loss divides by (weight total + 1e-5) as the original does.
+
+    `masked_tokens` and `examples` stay the counts of `sums`, so they add up across microbatches and batches.
+    """
+    examples = jnp.maximum(totals["examples"], 1.0)
+    return {
+        "masked_lm_loss": sums["masked_lm_loss_sum"] / (totals["masked_tokens"] + 1e-5),
+        "masked_lm_accuracy": sums["masked_lm_correct"] / jnp.maximum(totals["masked_tokens"], 1.0),
+        "sentence_order_loss": sums["sentence_order_loss_sum"] / examples,
+        "sentence_order_accuracy": sums["sentence_order_correct"] / examples,
+        "masked_tokens": sums["masked_tokens"],
+        "examples": sums["examples"],
+    }
+
+
+def metrics_from_sums(sums: dict[str, Array]) -> dict[str, Array]:
+    """Means of accumulated `metric_sums` (their own normalizers)."""
+    return normalized_metrics(sums, sums)
+
+
+def pretraining_loss_share(mlm_logits: Array, sentence_logits: Array, microbatch: dict[str, Array],
+                           totals: dict[str, Array],
+                           sentence_loss_weight: float = 1.0) -> tuple[Array, dict[str, Array]]:
+    """A microbatch's additive share of the full batch's loss MLM + weight * sentence loss, with its metrics.
+
+    Per-microbatch means averaged would not add up: each would normalize by its own MLM weight, which differs
+    when masked_lm_weights fall unevenly across microbatches. `sentence_loss_weight` = 0 trains without a
+    sentence objective (paper Table 5, "none").
+    """
+    metrics = normalized_metrics(metric_sums(mlm_logits, sentence_logits, microbatch), totals)
+    loss = metrics["masked_lm_loss"] + sentence_loss_weight * metrics["sentence_order_loss"]
+    return loss, dict(metrics, loss=loss)
+
+
+def pretraining_loss(mlm_logits: Array, sentence_logits: Array, batch: dict[str, Array],
+                     sentence_loss_weight: float = 1.0) -> tuple[Array, dict[str, Array]]:
+    """The whole batch's loss MLM + weight * sentence loss, with the metrics the original reports."""
+    return pretraining_loss_share(mlm_logits, sentence_logits, batch, batch_totals(batch), sentence_loss_weight)
+
+
+def pretraining_loss_fn(model: AlbertForPreTraining, sentence_loss_weight: float = 1.0,
+                        deterministic: bool = False) -> LossFn:
+    """The `loss_fn` for `optim.accumulate_gradients`: apply `model` (dropout from `rng`), take the loss share."""
+
+    def loss_fn(params: PyTree, microbatch: dict[str, Array], rng: Array,
+                totals: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
+        mlm_logits, sentence_logits = model.apply(
+            {"params": params}, microbatch["input_ids"], microbatch["input_mask"], microbatch["segment_ids"],
+            microbatch["masked_lm_positions"], deterministic=deterministic, rngs={"dropout": rng})
+        return pretraining_loss_share(mlm_logits, sentence_logits, microbatch, totals, sentence_loss_weight)
+
+    return loss_fn
+
+
+def classification_loss(logits: Array, batch: dict[str, Array], regression: bool) -> tuple[Array, dict[str, Array]]:
+    """Fine-tuning: mean cross-entropy (classes) or squared error (regression) over the rows of weight 1."""
+    weights = batch["example_weights"]
+    count = jnp.maximum(weights.sum(), 1.0)
+    if regression:
+        per_example = jnp.square(logits[:, 0] - batch["labels"])
+        return (per_example * weights).sum() / count, {}
+    labels = batch["labels"].astype(jnp.int32)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = ((logits.argmax(-1) == labels) * weights).sum()
+    return (per_example * weights).sum() / count, {"accuracy": correct / count}
