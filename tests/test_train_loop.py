@@ -106,6 +106,18 @@ def test_trains_checkpoints_and_logs(uninterrupted):
     assert traces, "profile_steps=(3, 5) wrote no trace"
 
 
+def test_throughput_counts_flops_at_the_length_the_run_reads(uninterrupted):
+    """GFLOP/s (and so MFU) use the data's length 64 and 10 predictions, not describe's defaults 512 / 20."""
+    workdir, _ = uninterrupted
+    e, h, ffn, layers, vocab, length, predictions = 32, 64, 128, 2, 128, 64, 10  # run_args + scale/tiny.gin
+    per_token = 2 * (e * h + layers * (4 * h * h + 2 * h * ffn)) + 4 * layers * length * h
+    heads = (2 * (h * e + e * vocab) * predictions + 2 * (h * h + 2 * h)) / length
+    expected = 3 * (per_token + heads)  # training matmul FLOPs per token: 3x the forward
+    for line in open(os.path.join(workdir, "metrics.jsonl")):
+        record = json.loads(line)
+        assert record["gflops_per_s"] * 1e9 / record["tokens_per_s"] == pytest.approx(expected, rel=1e-6)
+
+
 def test_nonfinite_updates_stop_the_run_with_a_clear_message(data):
     workdir = str(data["root"] / "diverged")
     proc = subprocess.run(run_args(workdir, data["corpus"], data["cache"], 12, [
