@@ -414,8 +414,7 @@ def save_hf_dir(config: AlbertConfig, params: Any, path: str | Path) -> None:
 
 
 def import_dir(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
-    """transformers directory -> a converted-model folder (`albert_jax.convert.folder`), with its vocabulary."""
+    """transformers directory -> a converted-model folder (`albert_jax.convert.folder`); the weights only."""
     config, params = load_hf_dir(hf_dir)
-    vocab = folder.find_vocab(Path(hf_dir))
-    return folder.write(out_dir, config, params, files=[Path(vocab)] if vocab else [], force=force,
+    return folder.write(out_dir, config, params, force=force,
                         record={"source": "transformers", "directory": str(Path(hf_dir).resolve())})

@@ -30,8 +30,9 @@ def export_hf(model_dir: str | Path, hf_dir: str | Path, step: int | None = None
     if not source.is_dir():
         raise ConversionError(f"model directory {source} does not exist or is not a directory")
     if not folder.is_model_folder(source) and not (source / "checkpoints").is_dir():
-        raise ConversionError(f"{source} is neither a converted-model folder ({folder.CONFIG_FILE} + "
-                              f"{folder.PARAMS_DIR}/) nor a pretraining workdir (checkpoints/)")
+        missing = folder.CONFIG_FILE if not (source / folder.CONFIG_FILE).exists() else folder.PARAMS_DIR + "/"
+        raise ConversionError(f"{source} has no {missing}; expected a converted-model folder ({folder.CONFIG_FILE} "
+                              f"+ {folder.PARAMS_DIR}/) or a pretraining workdir (checkpoints/)")
     try:
         model = pretrained.load_pretrained(source, step)
     except pretrained.PretrainedError as error:
