@@ -15,7 +15,6 @@ and export share this module so that "a model directory" means the same thing to
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +24,8 @@ import numpy as np
 from flax import traverse_util
 from jax.sharding import Mesh
 
-from albert_jax import partitioning
+from albert_jax import checkpoint, partitioning
 from albert_jax.config import AlbertConfig
-from albert_jax.checkpoint import restore_numpy
 from albert_jax.convert import folder, hf
 from albert_jax.convert import tf as convert_tf
 from albert_jax.input.tokenizer import Tokenizer
@@ -47,6 +45,7 @@ class Pretrained:
     params: dict[str, Any]
     vocab: str | None
     source: str
+    vocab_note: str = ""  # why no vocabulary was found, for the error that asks for one
 
 
 def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
@@ -66,11 +65,11 @@ def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
     elif (path / convert_tf.TF_CONFIG_FILE).is_file() and list(path.glob("model.ckpt-*.index")):
         config, params, summary = convert_tf.load_tf_dir(path)
         found = Pretrained(config, params, folder.find_vocab(path), f"TensorFlow checkpoint {summary['checkpoint']}")
-    elif (path / "checkpoints").is_dir():
+    elif checkpoint.is_run_dir(path):
         found = _load_workdir(path, step)
-    elif path.name == "checkpoints" and path.is_dir():
+    elif path.name == checkpoint.CHECKPOINTS and path.is_dir():
         found = _load_workdir(path.parent, step)
-    elif (path / "state").is_dir() and path.parent.name == "checkpoints" and path.name.isdigit():
+    elif (path / checkpoint.STATE).is_dir() and path.parent.name == checkpoint.CHECKPOINTS and path.name.isdigit():
         found = _load_workdir(path.parent.parent, int(path.name))
     else:
         listing = ", ".join(sorted(p.name for p in path.iterdir())[:12]) if path.is_dir() else "a file"
@@ -83,36 +82,25 @@ def load_pretrained(path: str | Path, step: int | None = None) -> Pretrained:
 
 
 def _load_workdir(workdir: Path, step: int | None) -> Pretrained:
-    """Parameters (only: optimizer state stays on disk) and model config of a pretraining run's checkpoint."""
-    import orbax.checkpoint as ocp
-
-    root = workdir / "checkpoints"
-    steps = sorted(int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / "state").is_dir())
+    """Parameters (only: optimizer state stays on disk) and model config of a pretraining run's checkpoint, and
+    the vocabulary its run info records."""
+    steps = checkpoint.finished_steps(workdir)
     if not steps:
-        raise PretrainedError(f"{root} holds no finished checkpoint")
+        raise PretrainedError(f"{checkpoint.checkpoints_dir(workdir)} holds no finished checkpoint")
     if step is None:
         step = steps[-1]
     elif step not in steps:
-        raise PretrainedError(f"{root} has no checkpoint for step {step}; it has {steps}")
-    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
-        info = checkpointer.restore(root / str(step) / "config")
-    config = AlbertConfig(**info["model"])
-    params = restore_numpy(root / str(step) / "state", "params")
-    gin_text = info.get("gin", "")
-    if (workdir / "config.gin").is_file():
-        gin_text += "\n" + (workdir / "config.gin").read_text()
-    return Pretrained(config, params, _find_vocab(workdir, gin_text), f"workdir {workdir} step {step}")
-
-
-def _find_vocab(directory: Path, gin_text: str = "") -> str | None:
-    """The SentencePiece model next to the weights, else a `.model` path named in the run's gin config that
-    exists; None when there is none."""
-    if folder.find_vocab(directory):
-        return folder.find_vocab(directory)
-    for candidate in re.findall(r"['\"]([^'\"\s]+\.model)['\"]", gin_text):
-        if Path(candidate).is_file():
-            return str(Path(candidate).resolve())
-    return None
+        raise PretrainedError(f"{checkpoint.checkpoints_dir(workdir)} has no checkpoint for step {step}; it has "
+                              f"{steps}")
+    config = AlbertConfig(**checkpoint.read_config(workdir, step)["model"])
+    params = checkpoint.restore_params(workdir, step)
+    vocab = checkpoint.run_vocab(workdir) or folder.find_vocab(workdir)
+    note = ""
+    if vocab is None:
+        info = checkpoint.read_run_info(workdir)
+        note = (f" (its {checkpoint.RUN_INFO} names {info.get('vocab_path')!r}, which does not exist)" if info else
+                f" (it has no {checkpoint.RUN_INFO}: it was trained before runs recorded their vocabulary)")
+    return Pretrained(config, params, vocab, f"workdir {workdir} step {step}", note)
 
 
 def _check_encoder(found: Pretrained) -> None:
@@ -144,7 +132,8 @@ def model_tokenizer(found: Pretrained, vocab: str | None = None) -> Tokenizer:
     it has more pieces than the model has embeddings (then it is not the model's vocabulary)."""
     path = vocab or found.vocab
     if path is None:
-        raise PretrainedError(f"no SentencePiece vocabulary found with {found.source}; pass --vocab=PATH.model")
+        raise PretrainedError(f"no SentencePiece vocabulary found with {found.source}{found.vocab_note}; pass "
+                              f"--vocab=PATH.model")
     tokenizer = Tokenizer(path)
     if tokenizer.vocab_size > found.config.vocab_size:
         raise PretrainedError(f"vocabulary {path} has {tokenizer.vocab_size} pieces but the model only "
@@ -169,16 +158,8 @@ def place_on_mesh(params: Any, config: AlbertConfig, mesh: Mesh, rules: Any) -> 
 
 def restore_on_mesh(workdir: str | Path, step: int, mesh: Mesh, rules: Any) -> tuple[AlbertConfig, Any, Any]:
     """(model config, params, their shardings) of a pretraining run's checkpoint `step`: only the parameters are
-    read (not the optimizer state), straight onto `mesh`, whatever device count the run saved them from."""
-    import orbax.checkpoint as ocp
-
-    root = Path(workdir).resolve() / "checkpoints" / str(step)
-    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as checkpointer:
-        config = AlbertConfig(**checkpointer.restore(root / "config")["model"])
+    read (not the optimizer state), straight onto `mesh`, whatever device count the run saved them from, and
+    verified against the checksums saved with them (`checkpoint.CheckpointDamaged` otherwise)."""
+    config = AlbertConfig(**checkpoint.read_config(workdir, step)["model"])
     abstract, shardings = param_shardings(config, mesh, rules)
-    args = jax.tree.map(lambda a, s: ocp.ArrayRestoreArgs(sharding=s, global_shape=a.shape, dtype=a.dtype),
-                        abstract, shardings)
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        restored = checkpointer.restore(root / "state", args=ocp.args.PyTreeRestore(
-            item={"params": abstract}, restore_args={"params": args}, partial_restore=True))
-    return config, restored["params"], shardings
+    return config, checkpoint.restore_params_on_mesh(workdir, step, abstract, shardings), shardings

@@ -192,6 +192,24 @@ def piece_starts_word(piece: str) -> bool:
         return True
     return any(not (_is_latin_letter(c) or c.isdigit() or _is_punctuation(c)) for c in piece)
 
+# Characters that UTF-8 text does not contain: U+FFFD (what an invalid UTF-8 byte is read as) and C0/C1 controls
+# other than tab and line breaks.
+_SUSPICIOUS = re.compile("[\ufffd\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _training_hint(message: str, counts: dict[str, int]) -> str:
+    """What a failed vocabulary training most likely means, from the text's characters and SentencePiece's words."""
+    total, suspicious = counts["raw_characters"], counts["suspicious"]
+    if total and suspicious / total > 0.01:
+        return (f"The text looks binary or mis-encoded: {suspicious:,} of its {total:,} characters "
+                f"({100 * suspicious / total:.1f}%) are invalid UTF-8 or control characters. Check that the text "
+                f"files are UTF-8 text (not an archive, a record file or another encoding).")
+    if "required_chars" in message:
+        return ("The text has more distinct characters than vocab_size leaves room for: raise --vocab_size or "
+                "lower character_coverage.")
+    return "A vocab_size too large for the text fails this way: use a smaller --vocab_size or more text."
+
+
 def train_vocab(sentences: Iterable[str], model_prefix: str, vocab_size: int, *, input_sentence_size: int = 2_000_000,
                 character_coverage: float = 0.99995, num_threads: int | None = None, seed: int = 12345,
                 lower: bool = True, keep_accents: bool = False) -> dict:
@@ -202,10 +220,12 @@ def train_vocab(sentences: Iterable[str], model_prefix: str, vocab_size: int, *,
     is bounded by the sample, not by the corpus). Ids: <pad>=0, <unk>=1, control [CLS] [SEP] [MASK] = 2..4,
     user-defined ( ) " - . – £ € = 5..12, no BOS/EOS. Returns a summary dict.
     """
-    counts = {"sentences": 0, "characters": 0}
+    counts = {"sentences": 0, "characters": 0, "raw_characters": 0, "suspicious": 0}
 
     def normalized() -> Iterator[str]:
         for sentence in sentences:
+            counts["raw_characters"] += len(sentence)
+            counts["suspicious"] += len(_SUSPICIOUS.findall(sentence))
             text = normalize_text(sentence, lower=lower, keep_accents=keep_accents)
             if text:
                 counts["sentences"] += 1
@@ -225,8 +245,8 @@ def train_vocab(sentences: Iterable[str], model_prefix: str, vocab_size: int, *,
             minloglevel=2)
     except RuntimeError as error:
         message = str(error).rstrip(".")
-        raise ValueError(f"SentencePiece training failed on {counts['sentences']} sentences: {message}. A vocab_size "
-                         f"too large for the text fails this way: use a smaller --vocab_size or more text") from None
+        raise ValueError(f"SentencePiece training failed on {counts['sentences']} sentences: {message}. "
+                         f"{_training_hint(message, counts)}") from None
     model_path = model_prefix + ".model"
     Tokenizer(model_path)
     return {"model": model_path, "vocab_size": vocab_size, "sentences": counts["sentences"],

@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", choices=MODES, default="train")
     parser.add_argument("--describe", action="store_true", help="same as --mode=describe")
     parser.add_argument("--step", type=int, default=None, help="eval: checkpoint step (default: latest)")
+    parser.add_argument("--restore_step", type=int, default=None,
+                        help="train: resume from this checkpoint step (newer steps are set aside, not deleted)")
+    parser.add_argument("--no_fallback", action="store_true",
+                        help="train/eval: a damaged latest checkpoint is an error instead of falling back to the "
+                             "newest good one")
     parser.add_argument("--continuous", action="store_true",
                         help="eval: keep evaluating each new checkpoint of a running job")
     parser.add_argument("--init", default=None,
@@ -86,14 +91,15 @@ def main(argv: Sequence[str]) -> int:
         if mode == "train":
             from albert_jax.jobs import train
 
-            train.train(workdir)
+            train.train(workdir, restore_step=args.restore_step, fallback=not args.no_fallback)
         else:
             from albert_jax.jobs import evaluate
 
             if args.init:
                 evaluate.evaluate_pretrained(args.init, workdir, step=args.step, vocab=args.vocab)
             else:
-                evaluate.evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous)
+                evaluate.evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous,
+                                              fallback=not args.no_fallback)
     except USER_ERRORS as error:
         if os.environ.get("ALBERT_JAX_DEBUG"):
             raise

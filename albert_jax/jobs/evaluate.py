@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 import json
 import os
 import time
@@ -82,8 +81,7 @@ class Evaluator:
         out_dir = os.path.join(workdir, "eval")
         _writer(out_dir).write(step, result)
         _writer(out_dir).flush()
-        checkpoint_dir = os.path.join(os.path.abspath(workdir), "checkpoints", str(step))
-        record(out_dir, step, result, provenance or {"checkpoint": checkpoint_dir})
+        record(out_dir, step, result, provenance or {"checkpoint": checkpoint.step_dir(workdir, step)})
         return result
 
 
@@ -111,37 +109,44 @@ def record(out_dir: str, step: int, result: dict[str, float], provenance: dict[s
 
 def _checkpoint_steps(workdir: str, must_exist: bool = True) -> list[int]:
     """The steps of the run's finished checkpoints, in order."""
-    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    if not checkpoint.is_run_dir(workdir):
         if not must_exist:
             return []  # continuous mode started before the run's first save
         raise FileNotFoundError(f"{workdir} has no checkpoints/ directory: pass the --workdir of a training run "
                                 f"(or --init=MODEL_DIR to evaluate a model directory).")
-    manager = checkpoint.make_manager(workdir)
-    found = sorted(manager.all_steps())
-    manager.close()
-    return found
+    return checkpoint.finished_steps(workdir)
 
 
-def final_step() -> int:
-    """The run's last step: train.num_train_steps as bound by the gin config in force (the run's config.gin)."""
-    from albert_jax.jobs import train
+def final_step(workdir: str) -> int:
+    """The run's last step: num_train_steps from its run info (for runs older than run.json: train.num_train_steps
+    as bound by the gin config in force, the run's config.gin)."""
+    info = checkpoint.read_run_info(workdir)
+    if info and info.get("num_train_steps"):
+        return int(info["num_train_steps"])
+    try:
+        value = gin.get_bindings("albert_jax.jobs.train.train").get("num_train_steps")
+    except ValueError:
+        value = None
+    if value is None:
+        raise ValueError(f"{workdir} has no {checkpoint.RUN_INFO} and its config binds no train.num_train_steps: "
+                         f"--continuous cannot tell the run's final step; evaluate steps one by one with --step.")
+    return int(value)
 
-    default = inspect.signature(train.train).parameters["num_train_steps"].default
-    return int(gin.get_bindings(train.train).get("num_train_steps", default))
 
-
-@gin.configurable(denylist=["workdir", "step", "continuous"])
-def evaluate_checkpoints(workdir: str, step: int | None = None, continuous: bool = False,
+@gin.configurable(denylist=["workdir", "step", "continuous", "fallback"])
+def evaluate_checkpoints(workdir: str, step: int | None = None, continuous: bool = False, fallback: bool = True,
                          poll_seconds: float = 30.0, timeout_seconds: float = 3600.0) -> dict[int, dict]:
-    """Evaluates one checkpoint (`step`, default the latest); or, in continuous mode, every checkpoint without
-    an eval/step_N.json, each once, looking for new ones every `poll_seconds`, until the run's final step has
-    been evaluated or no new checkpoint has appeared for `timeout_seconds`. Returns {step: metrics} of the
+    """Evaluates one checkpoint (`step`, default the latest: if it is damaged, the newest that restores, unless
+    `fallback` is False); or, in continuous mode, every checkpoint without an eval/step_N.json, each once (a
+    damaged one is reported and skipped), looking for new ones every `poll_seconds`, until the run's final step
+    has been evaluated or no new checkpoint has appeared for `timeout_seconds`. Returns {step: metrics} of the
     evaluations made."""
     if continuous and step is not None:
         raise ValueError("--continuous evaluates every new checkpoint; it cannot be combined with --step.")
     mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
-    last_step = final_step() if continuous else None
-    done = lambda s: os.path.exists(os.path.join(workdir, "eval", f"step_{s}.json"))  # noqa: E731
+    last_step = final_step(workdir) if continuous else None
+    damaged: set[int] = set()
+    done = lambda s: s in damaged or os.path.exists(os.path.join(workdir, "eval", f"step_{s}.json"))  # noqa: E731
     results: dict[int, dict] = {}
     evaluator, last_new = None, time.time()
     while True:
@@ -150,16 +155,36 @@ def evaluate_checkpoints(workdir: str, step: int | None = None, continuous: bool
             raise FileNotFoundError(f"No checkpoint {'yet' if step is None else f'for step {step}'} in {workdir}/"
                                     f"checkpoints; available steps: {available}. Pass one of them to --step (or "
                                     f"omit it for the latest).")
-        todo = [s for s in available if not done(s)] if continuous else [step if step is not None else available[-1]]
+        if continuous:
+            todo = [s for s in available if not done(s)]
+        else:  # the chosen step; for the latest, older ones follow in case it is damaged
+            todo = [step] if step is not None else (sorted(available, reverse=True) if fallback else available[-1:])
         for target in _from_process_zero(todo):
-            if continuous and not os.path.isdir(os.path.join(workdir, "checkpoints", str(target))):
+            if continuous and not os.path.isdir(checkpoint.step_dir(workdir, target)):
                 continue  # removed by the run's max_to_keep since it was listed
-            config, params, shardings = pretrained.restore_on_mesh(workdir, target, mesh, rules)
+            try:
+                config, params, shardings = pretrained.restore_on_mesh(workdir, target, mesh, rules)
+            except checkpoint.CheckpointDamaged as error:
+                if not continuous and (step is not None or not fallback):
+                    raise
+                damaged.add(target)
+                following = "going on with the next" if continuous else "trying the next older"
+                print(f"warning: {error} Not evaluated; {following} checkpoint.", flush=True)
+                continue
             if evaluator is None:
                 evaluator = Evaluator(config, mesh, rules, shardings, input_config=_prepared_input_config())
             results[target] = evaluator.run_and_record(params, target, workdir)
             print(json.dumps({"step": target, **results[target]}), flush=True)
             last_new = time.time()
+            if not continuous:
+                if damaged:
+                    print(f"warning: evaluated step {target}, the newest checkpoint that restores; skipped damaged "
+                          f"step(s) {sorted(damaged)} (left in place; check them with `python -m "
+                          f"albert_jax.jobs.checkpoints verify --workdir {workdir}`).", flush=True)
+                break
+        if not continuous and not results:
+            raise RuntimeError(f"No checkpoint of {workdir} restores (damaged: {sorted(damaged)}); check them with "
+                               f"`python -m albert_jax.jobs.checkpoints verify --workdir {workdir}`.")
         timed_out = time.time() - last_new > timeout_seconds
         if _from_process_zero([int(not continuous or done(last_step) or timed_out)]) == [1]:
             if continuous and not done(last_step):

@@ -24,7 +24,7 @@ import numpy as np
 
 from albert_jax.input.tokenizer import CLS_ID, MASK_ID, SEP_ID, WORD_BOUNDARY, Tokenizer
 from albert_jax.model import AlbertForPreTraining
-from albert_jax.pretrained import Pretrained, PretrainedError, load_pretrained
+from albert_jax.pretrained import Pretrained, PretrainedError, load_pretrained, model_tokenizer
 
 MASK_TOKEN = "[MASK]"
 MLM_HEAD = ("mlm_dense", "mlm_layer_norm", "mlm_output_bias")
@@ -101,10 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model = load_pretrained(args.model, args.step)
-        vocab = args.vocab or model.vocab
-        if vocab is None:
-            raise PretrainedError(f"no SentencePiece vocabulary found with {model.source}; pass --vocab PATH.model")
-        result = fill_mask(model, Tokenizer(vocab), args.text, args.top_k)
+        result = fill_mask(model, model_tokenizer(model, args.vocab), args.text, args.top_k)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -57,12 +57,13 @@ def operative_config_text() -> str:
     return gin.config_str()
 
 
-@gin.configurable(denylist=["workdir"])
+@gin.configurable(denylist=["workdir", "restore_step", "fallback"])
 def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32, seed: int = 0,
           num_microbatches: int = 1, log_every: int = 10, max_nonfinite_streak: int = 10,
           profile_steps: tuple[int, int] | None = None, eval_every: int = 0,
-          final_report: bool = False) -> dict[str, float]:
-    """Pretrains the gin-configured model in WORKDIR, resuming from its latest checkpoint if there is one.
+          final_report: bool = False, restore_step: int | None = None, fallback: bool = True) -> dict[str, float]:
+    """Pretrains the gin-configured model in WORKDIR, resuming from its newest checkpoint that restores (a damaged
+    newer one is reported and set aside; `fallback=False` makes it an error), or from `restore_step`.
 
     Args:
       num_train_steps: total optimizer steps (the schedule decays to 0 at this step).
@@ -96,18 +97,24 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
                                       process_index=jax.process_index(), process_count=jax.process_count(),
                                       seed=seed, config=input_config)
     manager = checkpoint.make_manager(workdir)
-    if manager.latest_step() is not None:
-        start_step, state, iterator_state, _ = checkpoint.restore(
-            manager, checkpoint.abstract_with_shardings(abstract_state, state_sharding))
+    saver = checkpoint.Saver(manager)
+    target = checkpoint.abstract_with_shardings(abstract_state, state_sharding)
+    restored = checkpoint.restore_newest_good(manager, target, workdir, restore_step=restore_step, fallback=fallback)
+    if restored is not None:
+        start_step, state, iterator_state, _ = restored
         if iterator_state is not None:
             loader.set_state(iterator_state)
         print(f"Resumed from {workdir} at step {start_step}.", flush=True)
     else:
+        if restore_step is not None:
+            raise FileNotFoundError(f"--restore_step={restore_step}: {workdir} has no checkpoint yet.")
         state = steps.create_state(config, tx, mesh, rules, seed, shardings=state_sharding)
         start_step = 0
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "config.gin"), "w") as f:
             f.write(operative_config_text())
+    checkpoint.write_run_info(workdir, run_info(config, input_config, num_train_steps, global_batch_size,
+                                                loader.seq_length, loader.max_predictions_per_seq))
 
     seq_length = loader.seq_length
     # FLOPs per token at the shape the run actually reads, not describe's gin defaults (512 / 20).
@@ -144,8 +151,8 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
             if profile_steps and step == profile_steps[1]:
                 jax.profiler.stop_trace()
             if previous_streak is not None and int(previous_streak) >= max_nonfinite_streak:
-                checkpoint.save(manager, step, state, loader.get_state(), _run_info(config), force=True)
-                manager.wait_until_finished()
+                saver.save(step, state, loader.get_state(), _checkpoint_config(config), force=True)
+                saver.wait()
                 raise FloatingPointError(
                     f"{max_nonfinite_streak} consecutive updates had a non-finite loss or gradient (last at step "
                     f"{step}); parameters are unchanged since the last finite step. Lower the learning rate, "
@@ -161,17 +168,17 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
                 held_out = evaluator.run_and_record(state.params, step, workdir)
                 print(f"eval at step {step}: " + " | ".join(f"{k} {v:.4f}" for k, v in held_out.items()
                                                           if k.startswith(("masked_lm", "sentence"))), flush=True)
-            checkpoint.save(manager, step, state, loader.get_state(), _run_info(config))
+            saver.save(step, state, loader.get_state(), _checkpoint_config(config))
             if preemption.any_process_requested():
                 if manager.latest_step() != step:
-                    checkpoint.save(manager, step, state, loader.get_state(), _run_info(config), force=True)
-                manager.wait_until_finished()
+                    saver.save(step, state, loader.get_state(), _checkpoint_config(config), force=True)
+                saver.wait()
                 print(f"SIGTERM: saved step {step} to {workdir}; exiting cleanly.", flush=True)
                 break
         else:
             if manager.latest_step() != step:
-                checkpoint.save(manager, step, state, loader.get_state(), _run_info(config), force=True)
-    manager.wait_until_finished()
+                saver.save(step, state, loader.get_state(), _checkpoint_config(config), force=True)
+    saver.wait()
     manager.close()
     writer.close()
     preemption.restore()
@@ -222,5 +229,16 @@ def check_vocab(config: AlbertConfig, input_config: input_loader.InputConfig) ->
                          f"vocabulary).")
 
 
-def _run_info(config: AlbertConfig) -> dict[str, Any]:
+def run_info(config: AlbertConfig, input_config: input_loader.InputConfig, num_train_steps: int,
+             global_batch_size: int, seq_length: int, max_predictions_per_seq: int) -> dict[str, Any]:
+    """WORKDIR/run.json: what fine-tuning, fill-mask, evaluation and export need to know about the run."""
+    meta = input_loader.load_dataset_info(input_config.train_dir)
+    vocab = meta.get("vocab_path") or (meta.get("vocab") or {}).get("path")
+    return {"vocab_path": os.path.abspath(vocab) if vocab else None, "vocab_size": meta["vocab_size"],
+            "num_train_steps": num_train_steps, "global_batch_size": global_batch_size, "seq_length": seq_length,
+            "max_predictions_per_seq": max_predictions_per_seq, "train_dir": input_config.train_dir,
+            "eval_dir": input_config.eval_dir, "model": config.to_dict(), "written": time.time()}
+
+
+def _checkpoint_config(config: AlbertConfig) -> dict[str, Any]:
     return {"model": config.to_dict(), "gin": operative_config_text(), "time": time.time()}
