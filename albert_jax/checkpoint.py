@@ -210,7 +210,10 @@ class _IteratorStateSink:
 
 def error_summary(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {(lines[0] if lines else '')[:300]}"
+    first = lines[0] if lines else ""
+    if len(first) > 320:  # TensorStore puts the path first and the cause (e.g. "File too large") last
+        first = f"{first[:180]} ... {first[-120:]}"
+    return f"{type(error).__name__}: {first}"
 
 
 def _all_processes(ok: bool) -> bool:

@@ -82,3 +82,36 @@ def test_damaged_checkpoint_names_the_fix(tmp_path):
     with pytest.raises(RuntimeError, match=r"damaged.*--step=1"):
         checkpoint.restore(checkpoint.make_manager(str(tmp_path)),
                            checkpoint.abstract_with_shardings(abstract, shardings))
+
+
+def test_each_damaged_part_is_named_and_the_newest_good_step_is_used(tmp_path):
+    mesh, tx, abstract, shardings = state_on((1, 1, 1))
+    target = checkpoint.abstract_with_shardings(abstract, shardings)
+    manager = checkpoint.make_manager(str(tmp_path), save_every_steps=1)
+    states = {}
+    for step in (1, 2, 3):
+        states[step] = steps.create_state(CONFIG, tx, mesh, partitioning.DEFAULT_RULES, seed=step)
+        checkpoint.save(manager, step, states[step], {"next_index": step}, {"note": step}, force=True)
+    manager.wait_until_finished()
+    root = tmp_path / "checkpoints"
+    for path in (root / "3" / "config").iterdir():  # a truncated copy of the config
+        path.write_text(path.read_text()[:5])
+    for path in (root / "2" / "data").iterdir():  # a data-iterator file overwritten with garbage
+        path.write_bytes(b"\x00\xff garbage")
+    fresh = checkpoint.make_manager(str(tmp_path))
+    with pytest.raises(checkpoint.CheckpointDamaged, match=r"step 3 .* its config did not restore") as error:
+        checkpoint.restore(fresh, target, 3)
+    assert error.value.part == checkpoint.CONFIG
+    with pytest.raises(checkpoint.CheckpointDamaged, match=r"step 2 .* its data-iterator state did not restore"):
+        checkpoint.restore(fresh, target, 2)
+    with pytest.raises(checkpoint.CheckpointDamaged, match="step 3"):
+        checkpoint.restore_newest_good(fresh, target, str(tmp_path), fallback=False)
+    assert checkpoint.finished_steps(tmp_path) == [1, 2, 3]  # --no_fallback moves nothing
+
+    step, state, iterator_state, info = checkpoint.restore_newest_good(fresh, target, str(tmp_path))
+    assert (step, iterator_state, info) == (1, {"next_index": 1}, {"note": 1})
+    for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(jax.device_get(states[1]))):
+        np.testing.assert_array_equal(np.asarray(got), want)
+    assert checkpoint.finished_steps(tmp_path) == [1]
+    assert sorted(os.listdir(root / "damaged")) == ["2", "3"]  # set aside for inspection, not deleted
+    assert fresh.latest_step() == 1

@@ -14,10 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
-from albert_jax import checkpoint, pretrained
+from albert_jax import checkpoint, integrity, pretrained
 from albert_jax.jobs import fill_mask
 from test_train_loop import REPO, env, final_params, flat, free_port, run_args, write_corpus
 
@@ -53,17 +54,21 @@ def chunk_files(workdir: str, step: int) -> list[Path]:
     return sorted((p for p in state.glob("ocdbt.process_*/d/*") if p.is_file()), key=lambda p: -p.stat().st_size)
 
 
+def named_leaves(tree) -> dict[str, np.ndarray]:
+    return dict(zip(integrity.leaf_names(tree), (np.asarray(x) for x in jax.tree.leaves(tree))))
+
+
 def flip_bit_that_still_decodes(workdir: str, step: int) -> str:
     """Flips one bit in a chunk file such that orbax still restores the state, with other values: silent."""
     state_dir = os.path.join(checkpoint.step_dir(workdir, step), checkpoint.STATE)
-    before = flat(checkpoint.restore_numpy(state_dir))
+    before = named_leaves(checkpoint.restore_numpy(state_dir))
     for path in chunk_files(workdir, step)[:2]:
         raw = bytearray(path.read_bytes())
         for offset in range(len(raw) // 2, len(raw) - 16, 97):
             raw[offset] ^= 0x10
             path.write_bytes(bytes(raw))
             try:
-                after = flat(checkpoint.restore_numpy(state_dir))
+                after = named_leaves(checkpoint.restore_numpy(state_dir))
             except Exception:  # noqa: BLE001 - this flip does not decode: undo, try another byte
                 raw[offset] ^= 0x10
                 path.write_bytes(bytes(raw))
@@ -157,13 +162,16 @@ def full_disk(args: list[str], limit_kib: int) -> list[str]:
 def test_failed_saves_keep_earlier_checkpoints_and_name_the_last_good_step(run12, data, policy):
     workdir = copy_run(run12, f"full_disk_{policy}", data)
     shutil.rmtree(checkpoint.step_dir(workdir, 12))  # the run stands at step 8
-    limit_kib = chunk_files(workdir, 8)[0].stat().st_size // 2048
-    assert limit_kib >= 64, limit_kib  # the logs, config.gin and run.json stay far below it
+    limit_kib = 56  # below the state's chunk files (100-270 KB), above every other file the run writes (< 44 KB)
+    state_files = [p for p in Path(checkpoint.step_dir(workdir, 8)).rglob("*") if p.is_file()]
+    assert all(p.stat().st_size < limit_kib * 1024 for p in state_files if p not in chunk_files(workdir, 8))
     args = run_args(workdir, data["corpus"], data["cache"], 20, [f"--gin.Saver.on_failure='{policy}'"])
     proc = launch(full_disk(args, limit_kib))
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Saving checkpoint step 12 failed" in proc.stdout + proc.stderr
-    assert "the last good step is 8" in proc.stderr and "Traceback" not in proc.stderr
+    assert "error (SaveFailed)" in proc.stderr and "the last good step is 8" in proc.stderr
+    # orbax's writer threads log their own tracebacks; none comes out of this project's code
+    assert "albert_jax/jobs/train.py\", line" not in proc.stderr
     steps = [json.loads(line)["step"] for line in open(os.path.join(workdir, "metrics.jsonl"))]
     if policy == "retry":  # trained on to the end, saving again at 16 and 20 (both failed too)
         assert steps[-1] == 20 and "Saving checkpoint step 16 failed" in proc.stdout

@@ -38,6 +38,8 @@ def check_step(workdir: str, step: int) -> tuple[str, str]:
         return "damaged", f"{checkpoint.PARTS[checkpoint.STATE]}: {checkpoint.error_summary(error)}"
     data_dir = os.path.join(directory, checkpoint.DATA)
     for name in sorted(os.listdir(data_dir)) if os.path.isdir(data_dir) else []:
+        if not name.endswith(".json"):
+            continue
         try:
             with open(os.path.join(data_dir, name)) as f:
                 json.load(f)
