@@ -115,3 +115,17 @@ def test_each_damaged_part_is_named_and_the_newest_good_step_is_used(tmp_path):
     assert checkpoint.finished_steps(tmp_path) == [1]
     assert sorted(os.listdir(root / "damaged")) == ["2", "3"]  # set aside for inspection, not deleted
     assert fresh.latest_step() == 1
+
+
+def test_explicit_restore_step_sets_newer_steps_aside(tmp_path):
+    mesh, tx, abstract, shardings = state_on((1, 1, 1))
+    target = checkpoint.abstract_with_shardings(abstract, shardings)
+    manager = checkpoint.make_manager(str(tmp_path), save_every_steps=1)
+    for step in (1, 2, 3):
+        state = steps.create_state(CONFIG, tx, mesh, partitioning.DEFAULT_RULES, seed=step)
+        checkpoint.save(manager, step, state, {"next_index": step}, {"note": step}, force=True)
+    manager.wait_until_finished()
+    step, _, iterator_state, _ = checkpoint.restore_newest_good(manager, target, str(tmp_path), restore_step=2)
+    assert (step, iterator_state) == (2, {"next_index": 2})
+    assert checkpoint.finished_steps(tmp_path) == [1, 2] and manager.latest_step() == 2
+    assert os.listdir(tmp_path / "checkpoints" / "superseded") == ["3"]

@@ -189,15 +189,15 @@ def test_one_of_two_processes_killed_mid_save_resumes_from_the_step_complete_on_
         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2"])
     port = free_port()
     fault = dict(env(2), KILL_AT_STEP="8", KILL_PROCESS="1")
-    procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "kill_mid_save.py"), *args(port),
+    procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "kill_mid_save.py"), *args(port)[1:],
                                f"--process_id={i}"], env=fault, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True) for i in range(2)]
     killed_out = procs[1].communicate(timeout=600)[0]
     assert procs[1].returncode == -9 and "killed while saving step 8" in killed_out, killed_out[-3000:]
     procs[0].kill()  # what the job scheduler does to the rest of a job that lost a process
     procs[0].communicate(timeout=60)
-    assert checkpoint.finished_steps(workdir) == [4]  # step 8 never became a checkpoint
-    assert 8 in checkpoint.unfinished_saves(workdir)
+    finished = checkpoint.finished_steps(workdir)
+    assert max(finished) == 4 and 8 in checkpoint.unfinished_saves(workdir)  # step 8 never became a checkpoint
 
     port = free_port()
     procs = [subprocess.Popen(args(port) + [f"--process_id={i}"], env=env(2), stdout=subprocess.PIPE,
@@ -205,7 +205,7 @@ def test_one_of_two_processes_killed_mid_save_resumes_from_the_step_complete_on_
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
-        assert f"Resumed from {workdir} at step 4." in out
+        assert f"Resumed from {workdir} at step 4." in out  # the newest step complete on both processes
     got, want = final_params(workdir), final_params(run12)
     assert got["step"] == want["step"] == 12
     for name, value in flat(want["params"]).items():
