@@ -107,7 +107,8 @@ def _oom(error: Exception) -> OutOfMemory | None:
     if "RESOURCE_EXHAUSTED" not in text and "out of memory" not in text.lower():
         return None
     units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-    found = re.search(r"Used ([\d.]+)([KMGT])? of ([\d.]+)([KMGT])? hbm", text)
+    found = (re.search(r"Used ([\d.]+)([KMGT])? of ([\d.]+)([KMGT])? hbm", text)
+             or re.search(r"\(([\d.]+)([KMGT])?\) exceeds available HBM \(([\d.]+)([KMGT])?\)", text))
     used = avail = None
     if found:
         used = float(found.group(1)) * units.get(found.group(2) or "", 1)
