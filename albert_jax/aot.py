@@ -6,7 +6,8 @@ donated state) is lowered on a mesh of them and compiled by the real TPU compile
 what one chip holds, and an out-of-memory plan fails here exactly as it would on the hardware. FLOPs are
 counted on the traced step (`program_flops`: every dot_general, loops times their length, recomputation under
 remat included) because XLA's `cost_analysis()` counts a while-loop body once; collectives and HBM traffic come
-from the optimized HLO with loop trip counts applied (`hlo_stats`). The roofline step time is an estimate:
+from the optimized HLO with loop trip counts applied (`hlo_stats`); HBM bytes are XLA's bytes accessed scaled by
+the same loop undercount (traced FLOPs / XLA FLOPs), an approximation. The roofline step time is an estimate:
 max(FLOPs / peak, HBM bytes / bandwidth) per chip plus collective bytes over the ICI (and DCN) bandwidth.
 """
 
@@ -157,7 +158,10 @@ def analyze(step: CompiledStep, chip: Chip, num_chips: int, num_slices: int, sta
     opt_state = bytes_per_device(state.opt_state)
     batch_bytes = bytes_per_device(batch)
     per_chip_flops = step.program_flops / num_chips
-    hbm_traffic = hbm_stats.hbm_bytes()
+    # XLA's bytes accessed counts loop bodies once, like its FLOPs: scaled by the traced/XLA FLOP ratio.
+    xla_flops = float(cost.get("flops", 0.0))
+    loop_scale = per_chip_flops / xla_flops if xla_flops else 1.0
+    hbm_traffic = float(cost.get("bytes accessed", 0.0)) * max(loop_scale, 1.0)
     ici_bytes = sum(row["bytes_per_step"] for row in collectives.values())
     # Across slices only the data-parallel gradient all-reduce travels (params are sharded within a slice).
     dcn_bytes = 2.0 * (num_slices - 1) / num_slices * params if num_slices > 1 else 0.0

@@ -146,7 +146,7 @@ def format_report(r: dict[str, Any]) -> str:
             f"  (ratio {r['flops_vs_analytic']:.3f})",
             f"  XLA cost_analysis per chip      {r['xla_cost_flops_per_chip']:.4g} FLOPs, "
             f"{r['xla_cost_bytes_accessed_per_chip']:.4g} bytes (counts each loop body once)",
-            f"  HBM bytes per chip (loops x trip count)  {r['hbm_bytes_accessed_per_chip']:.4g}",
+            f"  HBM bytes per chip (XLA's, scaled by the loop undercount)  {r['hbm_bytes_accessed_per_chip']:.4g}",
             f"  collectives per chip  {coll or 'none'}",
             f"  shared layer, one gather per step would be  {r['shared_layer_gather_bytes_once'] / 2**20:.1f} MiB",
             f"  roofline: compute {r['compute_seconds'] * 1e3:.1f} ms, HBM {r['hbm_seconds'] * 1e3:.1f} ms "
