@@ -28,6 +28,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from albert_jax.config import AlbertConfig, copy_index
 
@@ -225,9 +226,48 @@ class Encoder(nn.Module):
         scanned = nn.scan(layer_cls, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
                           in_axes=(0, nn.broadcast), length=cfg.num_hidden_layers,
                           unroll=min(cfg.scan_unroll, cfg.num_hidden_layers))
+        if not self.is_initializing():
+            axes = nn.get_partition_spec(abstract_params(cfg))["albert"]["encoder"]["shared_layer"]
+            scanned = nn.map_variables(scanned, "params", trans_in_fn=functools.partial(
+                gather_shared_stacks, axes=axes, num_layers=cfg.num_hidden_layers))
         layers = jnp.arange(cfg.num_hidden_layers, dtype=jnp.int32)
         hidden, _ = scanned(cfg, deterministic, name="shared_layer")(hidden, layers, attention_mask)
         return hidden
+
+
+# Mesh axes that shard a parameter only to save memory (FSDP); tensor parallelism keeps its split.
+GATHERED_MESH_AXES = ("fsdp", "data")
+
+
+def gather_shared_stacks(variables: Any, axes: Any, num_layers: int) -> Any:
+    """Un-shards (over the FSDP axes) every weight stack that several layers share, before the layer scan.
+
+    A stack with fewer copies than layers is read by several scan steps. Left FSDP-sharded, XLA all-gathers it
+    inside the loop, once per layer, and reduce-scatters its gradient once per layer in the backward loop;
+    constrained here, outside the loop, the all-gather runs once per step and its transpose (the gradient
+    reduce-scatter) once too. Unshared stacks (one copy per layer) are left alone: each step gathers only its
+    own copy. `axes`: the layer's logical partition specs (its parameters arrive unboxed). Without a mesh and
+    rules in context the constraint is a no-op.
+    """
+    rules = nn.get_logical_axis_rules()
+
+    def gathered_names(names: tuple[Any, ...]) -> tuple[Any, ...]:
+        out = []
+        for name in names:
+            mesh_axes = nn.logical_to_mesh_axes((name,), rules)[0]
+            mesh_axes = mesh_axes if isinstance(mesh_axes, tuple) else (mesh_axes,)
+            out.append(None if any(axis in GATHERED_MESH_AXES for axis in mesh_axes) else name)
+        return tuple(out)
+
+    def gather(spec: Any, value: Any) -> Any:
+        if isinstance(value, nn.Partitioned):  # boxed parameters (straight from init) work too
+            return value.replace_boxed(gather(spec, value.value))
+        if value.shape[0] < num_layers:
+            return nn.with_logical_constraint(value, gathered_names(tuple(spec)))
+        return value
+
+    params = jax.tree.map(gather, axes, variables["params"], is_leaf=lambda x: isinstance(x, PartitionSpec))
+    return dict(variables, params=params)
 
 
 class AlbertModel(nn.Module):

@@ -7,12 +7,13 @@ checkpoints (resume from the latest in WORKDIR), metric sinks, progress, the pro
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import gin
@@ -82,17 +83,13 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
     config = AlbertConfig()
     mesh = partitioning.make_mesh()
     rules = partitioning.logical_rules()
-    dp = partitioning.data_parallel_size(mesh)
-    if global_batch_size % dp or global_batch_size % (jax.process_count() * num_microbatches):
-        raise ValueError(f"global_batch_size={global_batch_size} must divide evenly over {dp} data-parallel "
-                         f"devices, {jax.process_count()} processes and {num_microbatches} microbatches.")
+    check_batch(global_batch_size, mesh, jax.process_count(), num_microbatches)
     os.makedirs(workdir, exist_ok=True)
 
-    tx = optim.make_optimizer(abstract_params(config))
-    schedule = optim.make_schedule()
-    abstract_state, state_sharding = steps.state_shardings(config, tx, mesh, rules)
     input_config = prepared_input_config()
     check_vocab(config, input_config)
+    built = build_step(config, mesh, rules, input_loader.sentence_loss_weight(config=input_config), num_microbatches)
+    abstract_state, state_sharding, tx = built.abstract_state, built.state_sharding, built.tx
     loader = input_loader.make_loader(split="train", global_batch_size=global_batch_size,
                                       process_index=jax.process_index(), process_count=jax.process_count(),
                                       seed=seed, config=input_config)
@@ -119,10 +116,7 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
     seq_length = loader.seq_length
     # FLOPs per token at the shape the run actually reads, not describe's gin defaults (512 / 20).
     model_report = describe.describe(seq_length=seq_length, max_predictions_per_seq=loader.max_predictions_per_seq)
-    step_fn = steps.jit_train_step(
-        steps.make_train_step(config, tx, schedule, input_loader.sentence_loss_weight(config=input_config),
-                              num_microbatches),
-        state_sharding, mesh)
+    step_fn = built.step_fn
     throughput = sinks.Throughput(global_batch_size * seq_length, model_report["train_flops_per_token"],
                                     num_train_steps, start_step)
     writer = sinks.MetricsWriter(workdir)
@@ -207,6 +201,39 @@ def _final_report(workdir: str, config: AlbertConfig, mesh: Any, rules: Any, sta
         gin_files = " ".join(f"--gin_file={name}" for name in gin_setup.LAST_FILES)
         print(report_lib.format_report(workdir, held_out, base, params, tokens_per_s, seconds, gin_files),
               flush=True)
+
+
+@dataclasses.dataclass
+class BuiltStep:
+    """What the loop runs: optimizer, the state's abstract shape and shardings, the raw and the jitted step."""
+
+    tx: Any
+    abstract_state: Any
+    state_sharding: Any
+    raw_step: Callable
+    step_fn: Callable
+
+
+def build_step(config: AlbertConfig, mesh: Any, rules: Any, sentence_weight: float,
+               num_microbatches: int) -> BuiltStep:
+    """The train step exactly as `train` runs it (gin picks optimizer and schedule); `albert-jax compile`
+    compiles this same object for a TPU slice."""
+    tx = optim.make_optimizer(abstract_params(config))
+    schedule = optim.make_schedule()
+    abstract_state, state_sharding = steps.state_shardings(config, tx, mesh, rules)
+    raw_step = steps.make_train_step(config, tx, schedule, sentence_weight, num_microbatches)
+    return BuiltStep(tx, abstract_state, state_sharding, raw_step,
+                     steps.jit_train_step(raw_step, state_sharding, mesh))
+
+
+def check_batch(global_batch_size: int, mesh: Any, process_count: int, num_microbatches: int) -> None:
+    """The global batch must split evenly over data-parallel devices, processes and microbatches."""
+    dp = partitioning.data_parallel_size(mesh)
+    if global_batch_size % dp or global_batch_size % (process_count * num_microbatches) or (
+            (global_batch_size // num_microbatches) % dp):
+        raise ValueError(f"global_batch_size={global_batch_size} must divide evenly over {dp} data-parallel "
+                         f"devices, {process_count} processes and {num_microbatches} microbatches (each "
+                         f"microbatch over the {dp} devices too).")
 
 
 def prepared_input_config() -> input_loader.InputConfig:

@@ -1,0 +1,106 @@
+"""`albert-jax compile`: will this gin config fit, and how fast will it run, on a TPU slice we do not have?
+
+Compiles the trainer's exact step (`train.build_step`) for `--topology` (v4-32, v5p-64, v5e-16, v6e-8, ... or
+a libtpu name such as v5:2x4x4; `--num_slices` for multislice) on this machine's CPU with libtpu, and prints
+per chip: HBM (parameters, optimizer state, batch, temporaries, code, peak, capacity, margin), FLOPs (the traced
+step's and the analytic count), bytes, collectives, a roofline step time, tokens/s and MFU (estimates, not
+measurements). `--search` tries meshes, remat policies, microbatch counts and compute dtypes and writes the best
+as a gin file to include. Exit codes: 0 fits, 3 does not fit (the reason and what to try, no traceback), 1 a
+user error, 2 usage.
+
+    python -m albert_jax.jobs.compile --gin_file=paper/albert_xxlarge.gin --topology=v5p-64 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import sys
+from typing import Any, Sequence
+
+EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
+DATA_MACROS = ("TRAIN_DIR", "EVAL_DIR")  # compiling reads no data: bound to '' when a file requires them
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gin_file", action="append", default=[],
+                        help="gin file (repeatable, applied in order; relative to experiments/ if not found)")
+    parser.add_argument("--topology", required=True,
+                        help="TPU slice: v4-N / v5p-N (N TensorCores), v5e-N / v6e-N (N chips), or v5:2x4x4")
+    parser.add_argument("--num_slices", type=int, default=1,
+                        help="slices over DCN (multislice); MeshConfig.dcn_data defaults to this")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--search", action="store_true",
+                        help="try meshes x remat policies x microbatches x dtypes; print them best first")
+    parser.add_argument("--max_candidates", type=int, default=12, help="--search: compiles at most this many")
+    parser.add_argument("--plan_out", default=None,
+                        help="--search: gin file for the best plan (default plan_<topology>.gin here)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from albert_jax import gin_setup
+    from albert_jax.jobs import compile_plan
+
+    try:
+        bindings = list(getattr(args, "gin_bindings", []) or [])
+        parse_gin(args.gin_file, bindings)
+        if args.search:
+            return compile_plan.search(args, bindings)
+        result = compile_plan.plan(args.topology, args.num_slices)
+    except (ValueError, gin_setup.GinConfigError) as error:
+        print(f"error: {str(error).split(chr(10) + '  In call to configurable')[0]}", file=sys.stderr)
+        return EXIT_USER
+    print(json.dumps(result, indent=2, default=float) if args.json else compile_plan.format_report(result))
+    if not result["fits"]:
+        if not args.json:
+            print("\n" + result["advice"], file=sys.stderr)
+        return EXIT_OOM
+    return EXIT_OK
+
+
+def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
+    """gin_setup.parse, with the data-directory macros a paper file requires bound to '' if left unset."""
+    from albert_jax import gin_setup
+
+    extra: list[str] = []
+    while True:
+        try:
+            gin_setup.parse(list(gin_files), [*extra, *bindings])
+            return
+        except gin_setup.GinConfigError as error:
+            missing = re.search(r"No bindings specified for '(\w+)/gin.macro'", str(error))
+            if not missing or missing.group(1) not in DATA_MACROS or len(extra) >= len(DATA_MACROS):
+                raise
+            extra.append(f"{missing.group(1)} = ''")
+
+
+def gin_default(selector: str, function: Any, parameter: str) -> Any:
+    """A gin-bound parameter value, else the function's own default."""
+    import gin
+
+    try:
+        return gin.query_parameter(f"{selector}.{parameter}")
+    except ValueError:
+        return inspect.signature(function).parameters[parameter].default
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from albert_jax import gin_setup
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        bindings, rest = gin_setup.split_argv(argv)
+    except gin_setup.GinConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    parser = argparse.ArgumentParser(prog="albert-jax compile", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(rest)
+    args.gin_bindings = bindings
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

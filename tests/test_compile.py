@@ -1,0 +1,79 @@
+"""`albert-jax compile`: the trainer's step compiled for a TPU slice on this CPU (libtpu), figures vs analytic."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from albert_jax import describe, hardware
+from albert_jax.config import AlbertConfig
+from albert_jax.jobs import compile as compile_job
+
+TINY = ["--gin_file=models/tiny.gin", "--gin_file=scale/tiny.gin", "--gin_file=optim/lamb.gin",
+        "--gin_file=mesh/fsdp.gin", "--gin.train.global_batch_size=32"]
+
+
+def test_slice_names_follow_cloud_tpu() -> None:
+    assert hardware.parse_slice("v5p-64").topology_name == "v5:2x4x4"  # 64 TensorCores = 32 chips
+    assert hardware.parse_slice("v5p-64").num_chips == 32
+    assert hardware.parse_slice("v4-32").topology_name == "v4:2x2x4"
+    assert hardware.parse_slice("v5e-16").topology_name == "v5e:4x4"
+    assert hardware.parse_slice("v6e-8").topology_name == "v6e:2x4"
+    assert hardware.parse_slice("v5e-8").num_chips == 8
+    with pytest.raises(ValueError, match="not a TPU slice name"):
+        hardware.parse_slice("v7x-8")
+    with pytest.raises(ValueError, match="power-of-two"):
+        hardware.parse_slice("v5p-6")
+    assert hardware.chip_for_device_kind("TPU v5 lite").name == "v5e"
+    assert hardware.chip_for_device_kind("TPU v5").name == "v5p"
+
+
+def test_tiny_plan_on_v5e_4_matches_the_analytic_counts(capsys: pytest.CaptureFixture) -> None:
+    code = compile_job.main([*TINY, "--topology=v5e-4", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["fits"] is True
+    assert report["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and report["num_chips"] == 4
+    config = AlbertConfig(vocab_size=8000, embedding_size=64, hidden_size=128, num_hidden_layers=4,
+                          num_attention_heads=2, intermediate_size=512, max_position_embeddings=128)
+    tokens = 32 * 64
+    analytic = describe.train_flops_per_token(config, 64, 10) * tokens
+    assert report["analytic_flops_per_step"] == pytest.approx(analytic, rel=1e-9)
+    # The traced step's matmuls are the analytic count (no remat): within 1%.
+    assert report["flops_per_step"] == pytest.approx(analytic, rel=0.01)
+    # XLA's cost analysis counts the 4-layer loop body once: well under the per-chip share.
+    assert report["xla_cost_flops_per_chip"] < 0.6 * analytic / 4
+    # Parameters fsdp-sharded over 4 chips in float32; LAMB keeps two moments of the same shape.
+    counts = describe.component_counts(config)
+    params = sum(counts.values())
+    assert report["hbm_params_bytes"] == pytest.approx(params * 4 / 4, rel=0.05)
+    assert report["hbm_optimizer_state_bytes"] == pytest.approx(2 * report["hbm_params_bytes"], rel=0.05)
+    assert report["hbm_capacity_bytes"] == 16 * 2**30
+    assert report["hbm_peak_bytes"] > report["hbm_params_bytes"] + report["hbm_optimizer_state_bytes"]
+    # The shared layer's gradient is reduced once per step, never inside the layer loop.
+    assert report["collectives"]["all-reduce"]["runs_in_loops"] == 0
+    assert report["shared_layer_gather_bytes_once"] == pytest.approx(
+        (counts["attention"] + counts["ffn"]) * 4, rel=1e-6)
+    chip = hardware.CHIPS["v5e"]
+    step = max(report["compute_seconds"], report["hbm_seconds"]) + report["collective_seconds"]
+    assert report["predicted_step_seconds"] == pytest.approx(step)
+    assert report["compute_seconds"] == pytest.approx(report["flops_per_step"] / 4 / chip.peak_bf16_flops)
+    assert report["predicted_mfu"] == pytest.approx(analytic / (step * 4 * chip.peak_bf16_flops))
+    assert report["predicted_tokens_per_second"] == pytest.approx(tokens / step)
+    assert math.isfinite(report["compile_seconds"])
+
+
+def test_a_plan_that_cannot_fit_exits_3_with_the_reason(capsys: pytest.CaptureFixture) -> None:
+    code = compile_job.main([*TINY, "--gin.train.global_batch_size=131072", "--gin.MeshConfig.fsdp=1",
+                             "--gin.MeshConfig.data=-1", "--topology=v5e-1", "--json"])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert code == 3 and report["fits"] is False
+    assert "Does not fit" in report["advice"] and "microbatches" in report["advice"]
+    assert "Traceback" not in captured.err
+
+
+def test_unknown_topology_is_a_user_error(capsys: pytest.CaptureFixture) -> None:
+    assert compile_job.main([*TINY, "--topology=v9-8"]) == 1
+    assert "not a TPU slice name" in capsys.readouterr().err
