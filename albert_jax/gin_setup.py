@@ -15,21 +15,8 @@ import gin
 EXPERIMENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments")
 
 
-LAST_FILES: list[str] = []  # the gin files of the last `parse` (for printing commands that repeat a run)
-
-
 class GinConfigError(ValueError):
     """A gin file or binding that cannot be applied; the message says what and how to fix it."""
-
-
-def import_configurables() -> None:
-    """Imports every module that registers gin configurables, so a binding to any of them parses."""
-    from albert_jax import checkpoint, describe, optim, partitioning  # noqa: F401
-    from albert_jax.input import prepare  # noqa: F401
-    from albert_jax.jobs import evaluate, sinks  # noqa: F401
-    from albert_jax.jobs import finetune, train  # noqa: F401
-    from albert_jax.downstream import tasks  # noqa: F401
-    from albert_jax.input import loader  # noqa: F401
 
 
 def known_bindings() -> list[str]:
@@ -56,6 +43,11 @@ def _explain(error: Exception, where: str) -> GinConfigError:
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     missing = re.search(r"No configurable matching '([^']+)'", text)
     unknown_param = re.search(r"Configurable '([^']+)' doesn't have a parameter named '([^']+)'", text)
+    required = re.search(r"^(\w+)/macro\.value set to `%gin\.REQUIRED`", text)
+    if required:  # an experiment file declares `NAME = %gin.REQUIRED`: the user must give NAME
+        name = required.group(1)
+        return GinConfigError(f"{where}: the gin files need {name} (declared %gin.REQUIRED); give it after the "
+                              f"files, e.g. --gin.{name}=VALUE, or bind {name} in a gin file of your own.")
     hint = ""
     if missing:
         hint = _suggest(missing.group(1))
@@ -68,20 +60,16 @@ def parse(gin_files: Sequence[str], bindings: Iterable[str], search_paths: Seque
     """Clears gin, then applies files and bindings in order (later wins) and finalizes.
 
     Files are looked up as given, then relative to `experiments/` (so `include` lines and command-line
-    files can say `models/tiny.gin`).
+    files can say `models/tiny.gin`). The configurables the files bind must be registered (imported) first;
+    the command line does it through `albert_jax.jobs.configurables`.
     """
-    import_configurables()
-    LAST_FILES[:] = list(gin_files)
     gin.clear_config()
     # gin logs an ERROR for every search-path miss while resolving `include`; only its exceptions matter.
     logging.getLogger().setLevel(logging.CRITICAL)
     for path in [EXPERIMENTS_DIR, os.path.dirname(EXPERIMENTS_DIR), *search_paths]:
         gin.add_config_file_search_path(path)
     for path in gin_files:
-        resolved = path if os.path.exists(path) else os.path.join(EXPERIMENTS_DIR, path)
-        if not os.path.exists(resolved):
-            raise GinConfigError(f"gin file {path!r} not found (looked in the working directory and "
-                                 f"{EXPERIMENTS_DIR}).")
+        resolved = resolve_file(path)
         try:
             gin.parse_config_file(resolved)
         except Exception as error:  # gin raises many types (ValueError, KeyError, SyntaxError...)
@@ -97,6 +85,15 @@ def parse(gin_files: Sequence[str], bindings: Iterable[str], search_paths: Seque
         raise _explain(error, "finalizing the gin config") from error
     finally:
         logging.getLogger().setLevel(logging.WARNING)
+
+
+def resolve_file(path: str) -> str:
+    """A gin file as given if it exists, else relative to experiments/; a clear error when neither exists."""
+    resolved = path if os.path.exists(path) else os.path.join(EXPERIMENTS_DIR, path)
+    if not os.path.exists(resolved):
+        raise GinConfigError(f"gin file {path!r} not found (looked in the working directory and "
+                             f"{EXPERIMENTS_DIR}).")
+    return resolved
 
 
 def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:

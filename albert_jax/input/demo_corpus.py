@@ -2,19 +2,18 @@
 
 Steps, each skipped when its output is already in the cache dir (delete a file or dir to redo that step):
   1. <cache>/python3.11-doc_*.deb      fetched with `apt-get download python3.11-doc` (package registry only)
-  2. <cache>/text/python-docs.txt      prose of the reST sources (data/rst_text.py), one sentence per line, one
+  2. <cache>/text/python-docs.txt      prose of the reST sources (input/rst_text.py), one sentence per line, one
                                        document per source file; <cache>/text/COPYRIGHT is the package's license
-  3. <cache>/vocab<N>.model            SentencePiece vocabulary of N pieces (data/train_vocab.py recipe)
-  4. <cache>/corpus<N>/                train/eval ArrayRecord files and corpus.json (data/prepare.py)
+  3. <cache>/vocab<N>.model            SentencePiece vocabulary of N pieces (`albert-jax data vocab` recipe)
+  4. <cache>/corpus<N>/                train/eval ArrayRecord files and corpus.json (`albert-jax data prepare`)
 The text is the Python documentation, (c) Python Software Foundation, under the PSF documentation license
 (see data/README.md); it stays in the cache and is never committed.
 
-  PYTHONPATH=. python data/demo_corpus.py [--cache_dir cache/demo] [--vocab_size 8000]
+  albert-jax data demo [--cache_dir cache/demo] [--vocab_size 8000]
 """
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import shutil
@@ -116,25 +115,3 @@ def ensure_demo_corpus(cache_dir: str = "cache/demo", vocab_size: int = 8000, ev
     info = load_corpus_info(corpus_dir)
     return {"text": text_path, "vocab": vocab_prefix + ".model", "corpus": corpus_dir, "info": info,
             "timings": timings, "seconds": time.perf_counter() - start}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache_dir", default="cache/demo")
-    parser.add_argument("--vocab_size", type=int, default=8000)
-    parser.add_argument("--eval_fraction", type=float, default=0.05)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
-    result = ensure_demo_corpus(args.cache_dir, args.vocab_size, args.eval_fraction, args.workers)
-    info, stats = result["info"], result["info"]["stats"]
-    size = sum(os.path.getsize(os.path.join(result["corpus"], f)) for f in os.listdir(result["corpus"]))
-    print(f"demo corpus ready in {result['seconds']:.1f} s {result['timings'] or '(all cached)'}\n"
-          f"  text:   {result['text']} ({os.path.getsize(result['text']) / 1e6:.1f} MB)\n"
-          f"  vocab:  {result['vocab']} ({info['vocab']['vocab_size']} pieces)\n"
-          f"  corpus: {result['corpus']} ({size / 1e6:.1f} MB): {info['splits']['train']['documents']} train and "
-          f"{info['splits']['eval']['documents']} eval documents, {stats['sentences']} sentences, "
-          f"{stats['tokens']} tokens")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Statistics of a configured input pipeline, next to what its configuration implies.
 
-    python -m albert_jax.input.stats --gin_file=demo.gin -n 5000 [--split eval]
+    albert-jax data stats --gin_file=demo.gin -n 5000 [--split eval]
 
 reads N examples through `loader.make_loader` (with diagnostics on) and prints: real tokens per example,
 padding fraction, masked fraction (against the budget min(P, max(1, round(n * prob))) of the very lengths
@@ -11,7 +11,6 @@ split, and the sentence labels with the kinds of pairs behind them.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from typing import Iterable, Mapping, Sequence
@@ -162,28 +161,3 @@ def pipeline_statistics(n: int, split: str = "train", batch_size: int = 256, see
         return compute_statistics(loader, n, masker, info.get("instance_config"))
     finally:
         loader.close()
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.input.stats", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--gin_file", action="append", default=[],
-                        help="experiment gin file(s), e.g. demo.gin (the data is prepared first if missing)")
-    parser.add_argument("--gin_param", action="append", default=[], help="extra binding NAME=VALUE")
-    parser.add_argument("-n", type=int, default=10000, help="examples to read")
-    parser.add_argument("--split", default="train", choices=("train", "eval"))
-    parser.add_argument("--batch_size", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    from albert_jax.input import prepare
-    from albert_jax import gin_setup
-
-    gin_setup.import_configurables()
-    gin_setup.parse(args.gin_file, args.gin_param)
-    stats = pipeline_statistics(args.n, args.split, args.batch_size, args.seed, prepare.prepare_data())
-    print(format_statistics(stats))
-    return stats
-
-
-if __name__ == "__main__":
-    main()

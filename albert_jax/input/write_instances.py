@@ -1,6 +1,6 @@
 """Writes training instances to ArrayRecord, streaming: dynamic (unmasked) or static (masked, dupe_factor copies).
 
-Run as ``python -m albert_jax.input.write_instances``. Output directory layout, read by the loader:
+`albert-jax data instances` is the command line. Output directory layout, read by the loader:
 
   <output_dir>/meta.json                         what was written and how (format, mode, files, lengths, vocab
                                                  size, special ids, configs, counts); written last.
@@ -16,7 +16,6 @@ at one batch of instances per process whatever the corpus size. Documents, copie
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import glob
@@ -24,10 +23,8 @@ import json
 import multiprocessing
 import os
 import re
-import sys
 from typing import Sequence
 
-import gin
 import numpy as np
 
 from albert_jax.input.instances import InstanceConfig, InstanceCounts, InstanceMaker
@@ -196,74 +193,3 @@ def write_instances(inputs: Sequence[str] | Sequence[bytes], output_dir: str, *,
         json.dump(meta, handle, indent=1)
     os.replace(path + ".tmp", path)
     return meta
-
-
-def _vocabulary(args: argparse.Namespace) -> tuple[int, np.ndarray | None, dict]:
-    """vocab_size, word_start table and provenance from --vocab, --word_start or the corpus' corpus.json."""
-    if args.word_start:
-        table = np.load(args.word_start).astype(bool)
-        return table.size, table, {"word_start_source": os.path.abspath(args.word_start)}
-    vocab = args.vocab
-    if vocab is None and args.corpus_dir:
-        from albert_jax.input.corpus import load_corpus_info
-
-        vocab = load_corpus_info(args.corpus_dir)["vocab"]["path"]
-    if vocab is None:
-        raise SystemExit("need a vocabulary: --vocab MODEL, --word_start TABLE.npy, or --corpus_dir with corpus.json")
-    from albert_jax.input.tokenizer import Tokenizer
-
-    tokenizer = Tokenizer(vocab)
-    return tokenizer.vocab_size, tokenizer.word_start_table(), {"vocab": {"path": os.path.abspath(vocab),
-                                                                         "sha256": tokenizer.sha256()}}
-
-
-def _input_paths(args: argparse.Namespace) -> list[str]:
-    if args.input:
-        paths = sorted(p for pattern in args.input for p in glob.glob(pattern))
-        if not paths:
-            raise SystemExit(f"--input {args.input} matches no file")
-        return paths
-    if not args.corpus_dir:
-        raise SystemExit("need --input FILES or --corpus_dir DIR (with --split)")
-    from albert_jax.input.corpus import corpus_files
-
-    return corpus_files(args.corpus_dir, args.split)
-
-
-def main(argv: Sequence[str] | None = None) -> dict:
-    """Command line: document ArrayRecord files -> instance (dynamic) or masked example (static) files."""
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.input.write_instances", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus_dir", help="prepared corpus (corpus.json); its files of --split are read")
-    parser.add_argument("--split", default="train", help="corpus split to read (train or eval)")
-    parser.add_argument("--input", nargs="*", help="document ArrayRecord files or globs (instead of --corpus_dir)")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--mode", choices=tuple(FORMATS), default="dynamic",
-                        help="dynamic: unmasked instances, masked afresh each epoch; static: masked copies")
-    parser.add_argument("--vocab", help="SentencePiece model (default: the corpus' vocabulary)")
-    parser.add_argument("--word_start", help="a saved word-start table (.npy) instead of --vocab")
-    parser.add_argument("--dupe_factor", type=int, default=1, help="copies of the corpus (the original used 40)")
-    parser.add_argument("--seed", type=int, default=12345)
-    parser.add_argument("--num_shards", type=int, default=0, help="output files (default: --num_workers)")
-    parser.add_argument("--num_workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--writer_options", default="group_size:1",
-                        help="ArrayRecord writer options (e.g. group_size:1,uncompressed)")
-    parser.add_argument("--gin_file", action="append", default=[], help="binds InstanceConfig / MaskingConfig")
-    parser.add_argument("--gin_param", action="append", default=[])
-    args = parser.parse_args(argv)
-    gin.parse_config_files_and_bindings(args.gin_file, args.gin_param)
-    vocab_size, word_start, provenance = _vocabulary(args)
-    paths = _input_paths(args)
-    meta = write_instances(paths, args.output_dir, mode=args.mode, instance_config=InstanceConfig(),
-                           masking_config=MaskingConfig(), vocab_size=vocab_size, word_start=word_start,
-                           seed=args.seed, dupe_factor=args.dupe_factor,
-                           num_shards=args.num_shards or args.num_workers, num_workers=args.num_workers,
-                           writer_options=args.writer_options,
-                           extra_meta={"inputs": [os.path.abspath(p) for p in paths], **provenance})
-    print(f"wrote {meta['num_records']} {args.mode} records to {args.output_dir}", file=sys.stderr)
-    print(json.dumps(meta["counts"], indent=1), file=sys.stderr)
-    return meta
-
-
-if __name__ == "__main__":
-    main()

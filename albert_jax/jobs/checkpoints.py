@@ -6,7 +6,7 @@ temporary directory) is listed as incomplete, and steps that training set aside 
 checkpoints/superseded/) are listed as such. The exit code is 1 when the newest finished step, the one a resume
 or an evaluation would take, is not OK (0 otherwise), so it can guard a copy or an upload. Reads only.
 
-Runs as `python -m albert_jax.jobs.checkpoints verify --workdir RUN` (and as the CLI's `checkpoints` command).
+Runs as `albert-jax checkpoints verify --workdir RUN` (or `python -m albert_jax checkpoints verify ...`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Sequence
-
 from albert_jax import checkpoint, integrity
+from albert_jax.jobs import flags
 
 
 def check_step(workdir: str, step: int) -> tuple[str, str]:
@@ -80,7 +79,7 @@ def verify(workdir: str) -> tuple[list[tuple[str, str, str]], bool]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `checkpoints` command's flags: an action and the run directory."""
     parser.add_argument("action", choices=["verify"], help="verify: check every checkpoint step of the run")
-    parser.add_argument("--workdir", required=True, help="run directory (holds checkpoints/)")
+    flags.add_workdir(parser, "run directory (holds checkpoints/)", required=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,11 +101,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if latest_ok else 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.jobs.checkpoints", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
+if __name__ == "__main__":  # one entry for every job: the CLI
+    from albert_jax.jobs import cli
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main(["checkpoints", *sys.argv[1:]]))

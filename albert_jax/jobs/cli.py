@@ -1,129 +1,155 @@
-"""Command-line dispatch behind launch.py: flags and gin, multi-host start-up, then the chosen mode."""
+"""`albert-jax`: the one command line. Each subcommand is a module of albert_jax/jobs with
+`add_arguments(parser)` and `run(args) -> int`, imported only when it runs (so `--help` is fast).
+
+Exit codes: 0 done; 1 a user error (bad input, missing file, bad gin binding), printed as one paragraph
+without a traceback (ALBERT_JAX_DEBUG=1 re-raises it); 2 a usage error (unknown subcommand or flag).
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import os
 import sys
-from typing import Sequence
+from types import ModuleType
+from typing import Mapping, Sequence
 
 from albert_jax import gin_setup
-from albert_jax.config import AlbertConfig
+from albert_jax.jobs import flags
 
-MODES = ("train", "eval", "describe")
+# subcommand -> (module, one-line help). A module with its own COMMANDS table is a group of subcommands.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("albert_jax.jobs.train", "pretrain the model and data the gin files name"),
+    "eval": ("albert_jax.jobs.evaluate", "held-out evaluation of a run or any model directory"),
+    "describe": ("albert_jax.jobs.describe", "parameter counts and FLOPs of a gin config"),
+    "finetune": ("albert_jax.jobs.finetune", "fine-tune a model directory on a GLUE-style task"),
+    "fill-mask": ("albert_jax.jobs.fill_mask", "predict the [MASK] tokens of a sentence"),
+    "convert": ("albert_jax.jobs.convert", "TF releases / transformers in, transformers out"),
+    "sweep": ("albert_jax.jobs.sweep", "run a grid of variants (the ablations), tabulate"),
+    "data": ("albert_jax.jobs.data", "demo corpus, vocabulary, preparation, instances, stats"),
+    "checkpoints": ("albert_jax.jobs.checkpoints", "verify a run's checkpoints: OK / damaged / incomplete"),
+    "compile": ("albert_jax.jobs.compile", "compile the train step for a TPU slice from CPU: HBM, FLOPs, time"),
+}
 # Errors the project raises with a message that names the problem and the fix: shown without a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, FloatingPointError, RuntimeError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError, RuntimeError)
+PROG = "albert-jax"
+EPILOG = flags.examples(
+    "albert-jax train                                   # the demo: experiments/demo.gin into runs/demo",
+    "albert-jax train --gin_file=paper/albert_base.gin --workdir=runs/base",
+    "albert-jax eval --workdir=runs/demo --step=800",
+    "albert-jax describe --gin_file=models/albert_xxlarge.gin",
+    "albert-jax fill-mask --model=runs/demo --text='the [MASK] is a list.'",
+    "albert-jax SUBCOMMAND --help                       # the flags of one subcommand",
+) + "\n\n" + flags.SHARED
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="launch.py",
-        description="ALBERT pretraining in JAX. Gin bindings: --gin.NAME=VALUE (repeatable; applied after the "
-                    "files, in order; later wins).")
-    parser.add_argument("--gin_file", action="append", default=[],
-                        help="gin file (repeatable, applied in order; relative to experiments/ if not found)")
-    parser.add_argument("--workdir", default=None, help="run directory: checkpoints, logs, config.gin")
-    parser.add_argument("--mode", choices=MODES, default="train")
-    parser.add_argument("--describe", action="store_true", help="same as --mode=describe")
-    parser.add_argument("--step", type=int, default=None, help="eval: checkpoint step (default: latest)")
-    parser.add_argument("--restore_step", type=int, default=None,
-                        help="train: resume from this checkpoint step (newer steps are set aside, not deleted)")
-    parser.add_argument("--no_fallback", action="store_true",
-                        help="train/eval: a damaged latest checkpoint is an error instead of falling back to the "
-                             "newest good one")
-    parser.add_argument("--continuous", action="store_true",
-                        help="eval: keep evaluating each new checkpoint of a running job")
-    parser.add_argument("--init", default=None,
-                        help="eval: a model directory to evaluate instead of a run's checkpoints (converted, "
-                             "workdir, transformers or TF release); results go to --workdir/eval")
-    parser.add_argument("--vocab", default=None,
-                        help="eval with --init: SentencePiece .model (default: the one found with the model)")
-    parser.add_argument("--coordinator_address", default=None,
-                        help="multi-process (GPU clusters): host:port of process 0")
-    parser.add_argument("--num_processes", type=int, default=None, help="multi-process: total process count")
-    parser.add_argument("--process_id", type=int, default=None, help="multi-process: this process's index")
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """Descriptions and examples as written (line breaks kept); help texts at a readable width."""
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=30, width=110)
+
+
+def _description(module: ModuleType) -> str:
+    return (module.__doc__ or "").strip()
+
+
+def _chosen(argv: Sequence[str]) -> str | None:
+    """The first word that is not a flag: the subcommand (no flag of a group takes a value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
+def _attach(parser: argparse.ArgumentParser, table: Mapping[str, tuple[str, str]], argv: Sequence[str],
+            dest: str) -> None:
+    """Adds the subcommands of `table`; imports and fills in only the one named in `argv`."""
+    subparsers = parser.add_subparsers(dest=dest, metavar="<subcommand>", required=True,
+                                       title="subcommands", help="one of:")
+    name = _chosen(argv)
+    for command, (module_name, help_text) in table.items():
+        if command != name:
+            subparsers.add_parser(command, help=help_text)
+            continue
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(command, help=help_text, description=_description(module),
+                                    formatter_class=_formatter,
+                                    epilog=getattr(module, "EPILOG", None))
+        rest = list(argv[list(argv).index(name) + 1:])
+        if hasattr(module, "COMMANDS"):
+            _attach(sub, module.COMMANDS, rest, dest=f"{dest}_{command}")
+        else:
+            module.add_arguments(sub)
+            sub.set_defaults(job=module)
+
+
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser with the subcommand named in `argv` filled in (the others listed by name and help)."""
+    parser = argparse.ArgumentParser(prog=PROG, description="ALBERT pretraining, evaluation, fine-tuning and "
+                                     "conversion in JAX.", epilog=EPILOG, formatter_class=_formatter)
+    _attach(parser, COMMANDS, argv, dest="command")
     return parser
 
 
-def init_distributed(args: argparse.Namespace) -> None:
-    """jax.distributed.initialize: explicit flags (GPU clusters, local tests) or automatic on TPU pods."""
-    import jax
+def _apply_gin(args: argparse.Namespace) -> None:
+    """Registers every configurable and applies the job's gin files and bindings."""
+    from albert_jax.jobs import configurables
 
-    if args.coordinator_address or args.num_processes:
-        if None in (args.coordinator_address, args.num_processes, args.process_id):
-            raise ValueError("--coordinator_address, --num_processes and --process_id must be given together.")
-        jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
-                                   process_id=args.process_id)
-    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"):
-        jax.distributed.initialize()  # TPU VM pods: topology comes from the environment
+    configurables.register_all()
+    files = args.job.gin_files(args) if hasattr(args.job, "gin_files") else flags.gin_files(args)
+    gin_setup.parse(files, args.gin_bindings)
 
 
-def default_gin_files() -> list[str]:
-    return ["demo.gin"]
+def user_error(error: BaseException) -> str:
+    """One paragraph: the message (gin's call-site addendum dropped) and how to see the traceback."""
+    message = str(error).split("\n  In call to configurable")[0].strip() or type(error).__name__
+    return f"error ({type(error).__name__}): {message}\n(set ALBERT_JAX_DEBUG=1 for the traceback)"
 
 
 def main(argv: Sequence[str]) -> int:
+    """Parses `argv` (without the program name), applies gin where the subcommand takes it, runs it."""
+    argv = list(argv)
     try:
         bindings, rest = gin_setup.split_argv(argv)
-        args = build_parser().parse_args(rest)
-        mode = "describe" if args.describe else args.mode
-        gin_files = args.gin_file or default_gin_files()
-        saved_config = os.path.join(args.workdir or "", "config.gin")
-        if mode == "eval" and (args.init or args.vocab):
-            _check_init_flags(args)
-        if mode == "eval" and not args.init and not args.gin_file and args.workdir and os.path.exists(saved_config):
-            gin_files = [saved_config]  # evaluate a run with the config it was trained with
-        gin_setup.import_configurables()
-        gin_setup.parse(gin_files, bindings)
-        AlbertConfig()  # validate the model config now, before any work starts
-    except ValueError as error:  # GinConfigError included: the message names the binding and the fix
-        print(f"error: {str(error).split(chr(10) + '  In call to configurable')[0]}", file=sys.stderr)
+    except gin_setup.GinConfigError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
-    if mode == "describe":
-        from albert_jax import describe
-
-        print(json.dumps(describe.describe(), indent=2))
-        return 0
-    workdir = args.workdir or _default_workdir()
+    parser = build_parser(rest)
     try:
-        init_distributed(args)
-        if mode == "train":
-            from albert_jax.jobs import train
-
-            train.train(workdir, restore_step=args.restore_step, fallback=not args.no_fallback)
-        else:
-            from albert_jax.jobs import evaluate
-
-            if args.init:
-                evaluate.evaluate_pretrained(args.init, workdir, step=args.step, vocab=args.vocab)
-            else:
-                evaluate.evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous,
-                                              fallback=not args.no_fallback)
+        args = parser.parse_args(rest)
+    except SystemExit as exit_:  # argparse: 0 after --help, 2 on a usage error (already printed)
+        return int(exit_.code or 0)
+    if bindings and not hasattr(args, "gin_apply"):
+        print(f"{PROG}: error: {args.command} takes no --gin.NAME=VALUE bindings (got {bindings[0]!r}).",
+              file=sys.stderr)
+        return 2
+    try:
+        if hasattr(args, "gin_apply"):
+            args.gin_bindings = bindings
+            if args.gin_apply:
+                _apply_gin(args)
+        return int(args.job.run(args) or 0)
     except USER_ERRORS as error:
         if os.environ.get("ALBERT_JAX_DEBUG"):
             raise
-        message = str(error).split("\n  In call to configurable")[0]
-        print(f"error ({type(error).__name__}): {message}\n(set ALBERT_JAX_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(user_error(error), file=sys.stderr)
         return 1
-    return 0
 
 
-def _check_init_flags(args: argparse.Namespace) -> None:
-    """--init evaluates one model directory into an explicit --workdir; --vocab only makes sense with it."""
-    if not args.init:
-        raise ValueError("--vocab is only used with --init (a run's checkpoints use the run's data).")
-    if not args.workdir:
-        raise ValueError("--mode=eval --init=MODEL_DIR needs --workdir=OUT: the directory that receives eval/.")
-    if args.continuous:
-        raise ValueError("--continuous follows a run's checkpoints (--workdir=RUN); it does not apply to --init.")
+def entry() -> None:
+    """The console script `albert-jax`."""
+    sys.exit(main(sys.argv[1:]))
 
 
-def _default_workdir() -> str:
-    import gin
-
+def launch(argv: Sequence[str]) -> int:
+    """launch.py's flags (`--mode=train|eval|describe|compile`, `--describe`, `--init=MODEL`) as `albert-jax` words:
+    `--mode=eval --init=M ...` runs `albert-jax eval --model=M ...`; everything else passes through."""
+    alias = argparse.ArgumentParser(prog="launch.py", add_help=False, allow_abbrev=False)
+    alias.add_argument("--mode", choices=("train", "eval", "describe", "compile"), default="train")
+    alias.add_argument("--describe", action="store_true")
+    alias.add_argument("--init", default=None)
     try:
-        return gin.query_parameter("%WORKDIR")
-    except ValueError:
-        return os.path.join("runs", "default")
+        known, rest = alias.parse_known_args(list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    mode = "describe" if known.describe else known.mode
+    if "-h" in rest or "--help" in rest:
+        print(f"launch.py is an alias of `albert-jax {mode}` (--mode=train|eval|describe|compile or --describe picks the "
+              f"subcommand; --init is --model). The flags of `albert-jax {mode}`:\n")
+    return main([mode, *rest, *(["--model", known.init] if known.init else [])])

@@ -8,7 +8,7 @@ measurements). `--search` tries meshes, remat policies, microbatch counts and co
 as a gin file to include. Exit codes: 0 fits, 3 does not fit (the reason and what to try, no traceback), 1 a
 user error, 2 usage.
 
-    python -m albert_jax.jobs.compile --gin_file=paper/albert_xxlarge.gin --topology=v5p-64 --json
+    albert-jax compile --gin_file=paper/albert_xxlarge.gin --topology=v5p-64 --json
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import re
 import sys
 from typing import Any, Sequence
 
+from albert_jax.jobs import flags
+
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
 DATA_MACROS = ("TRAIN_DIR", "EVAL_DIR")  # compiling reads no data: bound to '' when a file requires them
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gin_file", action="append", default=[],
-                        help="gin file (repeatable, applied in order; relative to experiments/ if not found)")
+    flags.add_gin(parser, default_files=("demo.gin",), apply=False)  # parsed here: data macros may stay unset
     parser.add_argument("--topology", required=True,
                         help="TPU slice: v4-N / v5p-N (N TensorCores), v5e-N / v6e-N (N chips), or v5:2x4x4")
     parser.add_argument("--num_slices", type=int, default=1,
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         bindings = list(getattr(args, "gin_bindings", []) or [])
-        parse_gin(args.gin_file, bindings)
+        parse_gin(flags.gin_files(args), bindings)
         if args.search:
             return compile_plan.search(args, bindings)
         result = compile_plan.plan(args.topology, args.num_slices)
@@ -86,21 +87,7 @@ def gin_default(selector: str, function: Any, parameter: str) -> Any:
         return inspect.signature(function).parameters[parameter].default
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from albert_jax import gin_setup
+if __name__ == "__main__":  # one entry for every job: the CLI
+    from albert_jax.jobs import cli
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        bindings, rest = gin_setup.split_argv(argv)
-    except gin_setup.GinConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    parser = argparse.ArgumentParser(prog="albert-jax compile", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(rest)
-    args.gin_bindings = bindings
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main(["compile", *sys.argv[1:]]))

@@ -1,10 +1,5 @@
 """Prepares a corpus for pretraining: documents -> sentences -> token ids -> train/eval ArrayRecord files.
 
-Examples:
-  PYTHONPATH=. python data/prepare.py --input 'corpus/*.txt' --vocab cache/vocab/spm30k.model \
-      --output_dir cache/corpus --eval_fraction 0.01 --workers 2
-  PYTHONPATH=. python data/prepare.py --tfds_name wikipedia/20230601.en --tfds_data_dir ~/tensorflow_datasets \
-      --vocab cache/vocab/spm30k.model --output_dir cache/wiki
 Output: <output_dir>/corpus.json and {train,eval}-NNNNN.array_record, one tokenized document per record (see
 albert_jax/input/corpus.py). A summary of what was read and repaired is printed at the end.
 """
@@ -17,8 +12,19 @@ import os
 import sys
 import time
 
-from albert_jax.input.corpus import CorpusStats, EmptyCorpusError, TextFiles, TfdsCorpus, prepare_corpus
-from albert_jax.input.tokenizer import VocabError
+from albert_jax.input.corpus import CorpusStats, TextFiles, TfdsCorpus, prepare_corpus
+from albert_jax.jobs import flags
+
+if __name__ == "__main__":  # one entry for every job: the CLI
+    from albert_jax.jobs import cli
+
+    sys.exit(cli.main(["data", "prepare", *sys.argv[1:]]))
+
+EPILOG = flags.examples(
+    "albert-jax data prepare --input 'corpus/*.txt' --vocab cache/vocab/spm30k.model --output_dir cache/corpus \\",
+    "    --eval_fraction 0.01 --workers 2",
+    "albert-jax data prepare --tfds_name wikipedia/20230601.en --tfds_data_dir ~/tensorflow_datasets \\",
+    "    --vocab cache/vocab/spm30k.model --output_dir cache/wiki")
 
 
 def add_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,35 +46,30 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
 def source_from_arguments(args: argparse.Namespace) -> TextFiles | TfdsCorpus:
     """The source that `add_source_arguments` options describe; globs are expanded and sorted."""
     if bool(args.input) == bool(args.tfds_name):
-        raise SystemExit("give either --input (text files) or --tfds_name (a prepared TFDS dataset)")
+        raise ValueError("give either --input (text files) or --tfds_name (a prepared TFDS dataset), not both")
     if args.tfds_name:
         return TfdsCorpus(args.tfds_name, args.tfds_data_dir, args.tfds_split, args.text_feature, args.tfds_sentences)
     paths = [path for pattern in args.input for path in (sorted(glob.glob(pattern)) or [pattern])]
     return TextFiles(tuple(paths), args.input_format, args.max_line_bytes)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_source_arguments(parser)
-    parser.add_argument("--vocab", required=True, help="SentencePiece .model made by data/train_vocab.py")
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--vocab", required=True, help="SentencePiece .model (made by `albert-jax data vocab`)")
+    parser.add_argument("--output_dir", required=True, help="receives corpus.json and {train,eval}-*.array_record")
     parser.add_argument("--eval_fraction", type=float, default=0.01, help="share of documents held out for eval")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="tokenizing processes")
     parser.add_argument("--max_sentence_chars", type=int, default=2000, help="longer sentences are split")
     parser.add_argument("--shard_mb", type=int, default=256, help="approximate size of one output file")
     parser.add_argument("--overwrite", action="store_true", help="replace a corpus already in --output_dir")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
+    """`albert-jax data prepare`: vocabulary, corpus and existing-output errors are user errors (ValueError)."""
     start = time.perf_counter()
-    try:
-        source = source_from_arguments(args)
-        info = prepare_corpus(source, args.vocab, args.output_dir, eval_fraction=args.eval_fraction,
-                              workers=args.workers, max_sentence_chars=args.max_sentence_chars,
-                              shard_bytes=args.shard_mb << 20, overwrite=args.overwrite)
-    except (VocabError, EmptyCorpusError, FileExistsError, FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
+    info = prepare_corpus(source_from_arguments(args), args.vocab, args.output_dir, eval_fraction=args.eval_fraction,
+                          workers=args.workers, max_sentence_chars=args.max_sentence_chars,
+                          shard_bytes=args.shard_mb << 20, overwrite=args.overwrite)
     stats = CorpusStats(**info["stats"])
     print(f"prepared {args.output_dir} in {time.perf_counter() - start:.1f} s\n{stats.report()}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,9 +1,9 @@
 """Held-out evaluation: one pass over the eval split on whatever devices exist, exact metric sums.
 
-Two entry points (docs/EVALUATE.md):
-  `launch.py --mode=eval --workdir=DIR [--step=N] [--continuous]` evaluates a pretraining run's checkpoints
-      (the model config saved with each checkpoint, the data of the run's config.gin);
-  `launch.py --mode=eval --init=MODEL --gin_file=corpus/... --workdir=OUT` evaluates any model directory
+Two uses (docs/EVALUATE.md):
+  `albert-jax eval --workdir=RUN [--step=N] [--continuous]` evaluates a pretraining run's checkpoints (the model
+      config saved with each checkpoint, the data of the run's config.gin);
+  `albert-jax eval --model=MODEL --gin_file=corpus/... --workdir=OUT` evaluates any model directory
       `pretrained.load_pretrained` reads, on a corpus tokenized with the model's own vocabulary.
 Each evaluation writes eval/step_N.json, a line of eval/eval.jsonl and TensorBoard scalars under
 eval/tensorboard, and keeps eval/best.json on the best one by masked_lm_accuracy.
@@ -11,10 +11,13 @@ eval/tensorboard, and keeps eval/best.json on the best one by masked_lm_accuracy
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
+import inspect
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -27,7 +30,7 @@ from jax.sharding import Mesh
 
 from albert_jax import checkpoint, partitioning, pretrained
 from albert_jax.input import prepare
-from albert_jax.jobs import sinks
+from albert_jax.jobs import flags, sinks
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
@@ -35,6 +38,17 @@ from albert_jax.input.instances import InstanceConfig
 from albert_jax.input.tokenizer import Tokenizer
 from albert_jax.losses import metrics_from_sums
 
+if __name__ == "__main__":  # run through the CLI: gin then sees this module once, as albert_jax.jobs.evaluate
+    from albert_jax.jobs import cli
+
+    sys.exit(cli.main(["eval", *sys.argv[1:]]))
+
+EPILOG = flags.examples(
+    "albert-jax eval --workdir=runs/demo                        # its latest checkpoint",
+    "albert-jax eval --workdir=runs/demo --step=800",
+    "albert-jax eval --workdir=runs/demo --continuous           # follow a running job",
+    "albert-jax eval --model=MODEL_DIR --gin_file=corpus/text.gin --gin.TEXT_FILES=\"['held_out.txt']\" "
+    "--workdir=OUT")
 REPORTED = ("masked_lm_accuracy", "masked_lm_loss", "sentence_order_accuracy", "sentence_order_loss",
             "examples", "masked_tokens")
 
@@ -118,19 +132,14 @@ def _checkpoint_steps(workdir: str, must_exist: bool = True) -> list[int]:
 
 
 def final_step(workdir: str) -> int:
-    """The run's last step: num_train_steps from its run info (for runs older than run.json: train.num_train_steps
-    as bound by the gin config in force, the run's config.gin)."""
+    """The run's last step: num_train_steps from its run info; for runs older than run.json, train.num_train_steps
+    as bound by the gin config in force (the run's config.gin), else the train job's default, both read through
+    gin's registry (this job does not import the train job)."""
     info = checkpoint.read_run_info(workdir)
     if info and info.get("num_train_steps"):
         return int(info["num_train_steps"])
-    try:
-        value = gin.get_bindings("albert_jax.jobs.train.train").get("num_train_steps")
-    except ValueError:
-        value = None
-    if value is None:
-        raise ValueError(f"{workdir} has no {checkpoint.RUN_INFO} and its config binds no train.num_train_steps: "
-                         f"--continuous cannot tell the run's final step; evaluate steps one by one with --step.")
-    return int(value)
+    default = inspect.signature(gin.get_configurable("train")).parameters["num_train_steps"].default
+    return int(gin.get_bindings("train").get("num_train_steps", default))
 
 
 @gin.configurable(denylist=["workdir", "step", "continuous", "fallback"])
@@ -277,3 +286,49 @@ def _prepared_input_config(spec: prepare.DataSpec | None = None) -> input_loader
     if jax.process_index() != 0:
         input_config = prepare.prepare_data(spec)
     return input_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    flags.add_gin(parser, default_files=("demo.gin",), help="gin file, repeatable, looked up as given, then under "
+                  "experiments/ (default: a run's own config.gin, or demo.gin)")
+    flags.add_workdir(parser, "a run's directory (its checkpoints are evaluated), or with --model the directory "
+                              "that receives eval/ (default: the gin macro WORKDIR, else runs/default)")
+    flags.add_step(parser, "checkpoint step to evaluate (default: the latest); with --model, the step recorded")
+    parser.add_argument("--continuous", action="store_true",
+                        help="keep evaluating each new checkpoint of a running job until its final step")
+    flags.add_model(parser, required=False, help="evaluate this model directory (a run, a converted folder, "
+                    "transformers or a TF release) instead of --workdir's checkpoints; results go to --workdir/eval")
+    flags.add_vocab(parser, "with --model: SentencePiece .model (default: the one found with the model)")
+    flags.add_no_fallback(parser)
+    flags.add_dry_run(parser)
+    flags.add_distributed(parser)
+
+
+def gin_files(args: argparse.Namespace) -> list[str]:
+    """A run is evaluated with the config it was trained with (its config.gin) unless gin files are given."""
+    saved = os.path.join(args.workdir or "", "config.gin")
+    if not args.gin_file and not args.model and args.workdir and os.path.exists(saved):
+        return [saved]
+    return flags.gin_files(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`albert-jax eval`: gin is already applied (by the CLI)."""
+    if args.vocab and not args.model:
+        raise ValueError("--vocab is only used with --model (a run's checkpoints use the run's data).")
+    if args.model and not args.workdir:
+        raise ValueError("eval --model=MODEL_DIR needs --workdir=OUT: the directory that receives eval/.")
+    if args.model and args.continuous:
+        raise ValueError("--continuous follows a run's checkpoints (--workdir=RUN); it does not apply to --model.")
+    AlbertConfig()  # validates the model config before any work starts
+    workdir = flags.default_workdir(args)
+    if args.dry_run:
+        target = f"model {args.model}" if args.model else f"the checkpoints of {workdir}"
+        print(f"dry run: would evaluate {target} (gin files: {' '.join(gin_files(args))})")
+        return 0
+    flags.init_distributed(args)
+    if args.model:
+        evaluate_pretrained(args.model, workdir, step=args.step, vocab=args.vocab)
+    else:
+        evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous, fallback=not args.no_fallback)
+    return 0

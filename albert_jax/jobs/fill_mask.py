@@ -1,8 +1,8 @@
 """Fill-mask: the top-k tokens, with probabilities, that a pretrained model's MLM head predicts for each [MASK].
 
-`python -m albert_jax.jobs.fill_mask --model DIR --text "the capital of france is [MASK] ." --top_k 5`
+`albert-jax fill-mask --model DIR --text "the capital of france is [MASK] ." --top_k 5`
 
-DIR is any model directory `pretrained.load_pretrained` accepts (convert.tf / convert.hf import output, a
+DIR is any model directory `pretrained.load_pretrained` accepts (`convert tf` / `convert hf import` output, a
 pretraining workdir, a transformers directory, an unconverted TF release). The vocabulary is the SentencePiece
 model found next to the weights (30k-clean.model, spiece.model, or the run's configured one) unless --vocab
 names one. The text is split at each literal "[MASK]"; the pieces between are tokenized with the project's
@@ -16,17 +16,26 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from albert_jax.jobs import flags
 from albert_jax.input.tokenizer import CLS_ID, MASK_ID, SEP_ID, WORD_BOUNDARY, Tokenizer
 from albert_jax.model import AlbertForPreTraining
 from albert_jax.pretrained import Pretrained, PretrainedError, load_pretrained, model_tokenizer
 
+if __name__ == "__main__":  # one entry for every job: the CLI
+    from albert_jax.jobs import cli
+
+    sys.exit(cli.main(["fill-mask", *sys.argv[1:]]))
+
 MASK_TOKEN = "[MASK]"
+EPILOG = flags.examples(
+    "albert-jax fill-mask --model=converted/albert_base --text=\"the capital of france is [MASK] .\" --top_k=5",
+    "albert-jax fill-mask --model=runs/demo --step=800 --text=\"a [MASK] is an ordered sequence.\" --json")
 MLM_HEAD = ("mlm_dense", "mlm_layer_norm", "mlm_output_bias")
 
 
@@ -89,25 +98,18 @@ def format_result(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m albert_jax.jobs.fill_mask --model DIR --text TEXT [--top_k 5] [--vocab PATH] [--step N] [--json]`."""
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.jobs.fill_mask", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="model directory (converted, workdir, transformers, TF)")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    flags.add_model(parser)
     parser.add_argument("--text", required=True, help='text with one or more [MASK], e.g. "paris is the [MASK] ."')
     parser.add_argument("--top_k", type=int, default=5, help="predictions shown per mask")
-    parser.add_argument("--vocab", default=None, help="SentencePiece .model (default: the one next to the model)")
-    parser.add_argument("--step", type=int, default=None, help="workdir checkpoint step (default: latest)")
+    flags.add_vocab(parser)
+    flags.add_step(parser)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
-    try:
-        model = load_pretrained(args.model, args.step)
-        result = fill_mask(model, model_tokenizer(model, args.vocab), args.text, args.top_k)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    """`albert-jax fill-mask`: loads the model, predicts, prints."""
+    model = load_pretrained(args.model, args.step)
+    result = fill_mask(model, model_tokenizer(model, args.vocab), args.text, args.top_k)
     print(json.dumps(result) if args.json else format_result(result))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,11 @@
 """Fine-tune ALBERT on sentence and sentence-pair classification and regression (the GLUE family).
 
-`python -m albert_jax.jobs.finetune --gin_file=experiments/finetune/sst2.gin --init=DIR --workdir=OUT`
+`albert-jax finetune --gin_file=finetune/sst2.gin --model=DIR --workdir=OUT`
 
-DIR is any starting point `pretrained.load_pretrained` accepts: a directory written by `python -m
-albert_jax.convert.tf` or `python -m albert_jax.convert.hf import` (albert_config.json + params/), a pretraining
-run's workdir (its latest checkpoint, or `--init_step`), a transformers directory (config.json + safetensors), or
-an unconverted TF release (converted in memory). The model follows the original run_classifier: the pooled output ([CLS] through
+DIR is any starting point `pretrained.load_pretrained` accepts: a directory written by `albert-jax convert tf`
+or `albert-jax convert hf import` (albert_config.json + params/), a pretraining run's workdir (its latest
+checkpoint, or `--step`), a transformers directory (config.json + safetensors), or an unconverted TF release
+(converted in memory). The model follows the original run_classifier: the pooled output ([CLS] through
 the pooler's dense + tanh), dropout (0.1 by default), and a dense layer to the labels initialized with a
 truncated normal of std 0.02; cross-entropy for classes, squared error for regression (num_labels = 1). The
 optimizer is the original AdamWeightDecay (Adam moments without bias correction, decoupled weight decay 0.01
@@ -19,6 +19,7 @@ Fine-tuning runs in one process over all of its devices (batch split over the da
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import json
@@ -26,7 +27,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import gin
@@ -35,17 +36,28 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from albert_jax import gin_setup, optim, partitioning
+from albert_jax import optim, partitioning
 from albert_jax import train_step as steps
 from albert_jax.downstream import tasks
 from albert_jax.config import AlbertConfig
 from albert_jax.convert import folder
+from albert_jax.jobs import flags
 from albert_jax.jobs.sinks import MetricsWriter
 from albert_jax.model import AlbertModel, dense
 from albert_jax.pretrained import Pretrained, PretrainedError, load_pretrained, model_tokenizer  # noqa: F401
 from albert_jax.losses import LossFn, classification_loss
 
+if __name__ == "__main__":  # run through the CLI: gin then sees this module once, as albert_jax.jobs.finetune
+    from albert_jax.jobs import cli
+
+    sys.exit(cli.main(["finetune", *sys.argv[1:]]))
+
 Array = jax.Array
+EPILOG = flags.examples(
+    "albert-jax finetune --gin_file=finetune/sst2.gin --model=runs/demo --workdir=runs/sst2",
+    "albert-jax finetune --gin_file=finetune/mrpc.gin --model=converted/albert_base --workdir=runs/mrpc \\",
+    "    --gin.finetune.max_seq_length=128 --gin.make_task.data_dir=\"'/data/tfds'\"",
+    "albert-jax finetune --gin_file=finetune/sst2.gin --model=runs/demo --workdir=OUT --dry_run")
 OPTIMIZERS = ("adamw_original", "adamw")
 
 
@@ -296,29 +308,26 @@ def _save_model(directory: Path, config: AlbertConfig, params: Any, task: tasks.
     (directory / folder.TASK_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m albert_jax.jobs.finetune --gin_file=... --init=DIR --workdir=OUT [--vocab=...] [--gin.X=Y ...]`."""
-    import argparse
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    flags.add_gin(parser, help="task gin file, e.g. finetune/sst2.gin (repeatable; looked up as given, then under "
+                               "experiments/)")
+    flags.add_model(parser, help="the pretrained model to start from: a pretraining run, a converted folder, a "
+                                 "transformers directory or an original TF release")
+    flags.add_workdir(parser, "output directory: config.gin, train.jsonl, eval/, model/", required=True)
+    flags.add_step(parser, "with a run as --model: its checkpoint step (default: the latest)")
+    flags.add_vocab(parser)
+    flags.add_dry_run(parser)
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.jobs.finetune", description=__doc__.split("\n")[0])
-    parser.add_argument("--gin_file", action="append", default=[],
-                        help="task gin file, e.g. finetune/sst2.gin (repeatable; also looked up in experiments/)")
-    parser.add_argument("--init", required=True, help="pretrained model directory (see load_pretrained)")
-    parser.add_argument("--workdir", required=True, help="output directory")
-    parser.add_argument("--vocab", default=None, help="SentencePiece .model (default: the one found with --init)")
-    parser.add_argument("--init_step", type=int, default=None, help="workdir checkpoint step (default: latest)")
-    try:
-        bindings, rest = gin_setup.split_argv(argv)
-        args = parser.parse_args(rest)
-        gin_setup.parse(args.gin_file, bindings)
-        result = finetune(args.init, args.workdir, vocab=args.vocab, init_step=args.init_step)
-    except (ValueError, FileNotFoundError) as error:  # task, data, model and gin errors name their fix
-        print(f"error: {str(error).split(chr(10) + '  In call to configurable')[0]}", file=sys.stderr)
-        return 2
+
+def run(args: argparse.Namespace) -> int:
+    """`albert-jax finetune`: gin is already applied (by the CLI); a dry run checks the task config."""
+    if not args.gin_file:
+        raise ValueError("finetune needs a task: --gin_file=finetune/<task>.gin (e.g. finetune/sst2.gin).")
+    task = tasks.make_task()
+    if args.dry_run:
+        print(f"dry run: would fine-tune {args.model} on {task.name} ({task.num_labels} labels, metrics "
+              f"{', '.join(task.metrics)}) into {args.workdir}")
+        return 0
+    result = finetune(args.model, args.workdir, vocab=args.vocab, init_step=args.step)
     print(json.dumps({"best": result["best"]}), flush=True)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,6 @@
-"""The pretraining loop: a script-like sequence of set-up, then step / log / checkpoint until done.
+"""Pretrains the gin-configured model in WORKDIR, resuming from its latest checkpoint there.
+
+The loop is a script-like sequence of set-up, then step / log / checkpoint until done.
 
 Everything numeric lives in `train_step`; this module owns the side effects: the mesh, the data iterator,
 checkpoints (resume from the latest in WORKDIR), metric sinks, progress, the profiler window, SIGTERM
@@ -7,13 +9,15 @@ checkpoints (resume from the latest in WORKDIR), metric sinks, progress, the pro
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
 import os
 import signal
+import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import gin
@@ -21,15 +25,50 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from albert_jax import checkpoint, describe, gin_setup, optim, partitioning
+from albert_jax import checkpoint, describe, optim, partitioning
 from albert_jax.input import prepare
-from albert_jax.jobs import sinks
+from albert_jax.jobs import flags, sinks
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
 from albert_jax.model import abstract_params
 
+if __name__ == "__main__":  # run through the CLI: gin then sees this module once, as albert_jax.jobs.train
+    from albert_jax.jobs import cli
+
+    sys.exit(cli.main(["train", *sys.argv[1:]]))
+
 log = logging.getLogger("albert_jax.jobs.train")
+EPILOG = flags.examples(
+    "albert-jax train                                           # the demo (experiments/demo.gin) into runs/demo",
+    "albert-jax train --gin_file=paper/albert_base.gin --workdir=/runs/base",
+    "albert-jax train --gin_file=demo.gin --gin.train.num_train_steps=200 --workdir=runs/short",
+    "albert-jax train --gin_file=demo.gin --dry_run              # check the config, run nothing")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    flags.add_gin(parser, default_files=("demo.gin",))
+    flags.add_workdir(parser, "run directory: checkpoints/, metrics, config.gin; an existing run resumes from "
+                              "its latest checkpoint (default: the gin macro WORKDIR, else runs/default)")
+    parser.add_argument("--restore_step", type=int, default=None, metavar="N",
+                        help="resume from this checkpoint step (newer steps are set aside under checkpoints/, "
+                             "not deleted)")
+    flags.add_no_fallback(parser)
+    flags.add_dry_run(parser)
+    flags.add_distributed(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """`albert-jax train`: gin is already applied (by the CLI); checks the model config, then trains."""
+    config = AlbertConfig()  # validates the model config before any work starts
+    workdir = flags.default_workdir(args)
+    if args.dry_run:
+        print(f"dry run: would train a {config.num_hidden_layers}-layer, hidden {config.hidden_size} model into "
+              f"{workdir} (gin files: {' '.join(flags.gin_files(args))})")
+        return 0
+    flags.init_distributed(args)
+    train(workdir, restore_step=args.restore_step, fallback=not args.no_fallback, gin_files=flags.gin_files(args))
+    return 0
 
 
 class Preemption:
@@ -58,15 +97,17 @@ def operative_config_text() -> str:
     return gin.config_str()
 
 
-@gin.configurable(denylist=["workdir", "restore_step", "fallback"])
+@gin.configurable(denylist=["workdir", "restore_step", "fallback", "gin_files"])
 def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32, seed: int = 0,
           num_microbatches: int = 1, log_every: int = 10, max_nonfinite_streak: int = 10,
           profile_steps: tuple[int, int] | None = None, eval_every: int = 0,
-          final_report: bool = False, restore_step: int | None = None, fallback: bool = True) -> dict[str, float]:
+          final_report: bool = False, *, restore_step: int | None = None, fallback: bool = True,
+          gin_files: Sequence[str] = ()) -> dict[str, float]:
     """Pretrains the gin-configured model in WORKDIR, resuming from its newest checkpoint that restores (a damaged
     newer one is reported and set aside; `fallback=False` makes it an error), or from `restore_step`.
 
     Args:
+      gin_files: the gin files of the run, as the command line named them (the final report repeats them).
       num_train_steps: total optimizer steps (the schedule decays to 0 at this step).
       global_batch_size: sequences per step over all processes.
       seed: parameter init, dropout and data order all derive from it.
@@ -179,13 +220,13 @@ def train(workdir: str, num_train_steps: int = 1000, global_batch_size: int = 32
     if final_report and step >= num_train_steps:
         tokens_per_s = (step - start_step) * global_batch_size * seq_length / (time.perf_counter() - loop_started)
         _final_report(workdir, config, mesh, rules, state, state_sharding, input_config, step,
-                      model_report["params_with_heads"], tokens_per_s, time.time() - started)
+                      model_report["params_with_heads"], tokens_per_s, time.time() - started, gin_files)
     return last
 
 
 def _final_report(workdir: str, config: AlbertConfig, mesh: Any, rules: Any, state: Any, state_sharding: Any,
                   input_config: input_loader.InputConfig, step: int, params: int, tokens_per_s: float,
-                  seconds: float) -> None:
+                  seconds: float, gin_files: Sequence[str]) -> None:
     """Full held-out evaluation, baselines, curves PNG and the printed summary (process 0 prints)."""
     from albert_jax.jobs import evaluate, report as report_lib
 
@@ -198,8 +239,8 @@ def _final_report(workdir: str, config: AlbertConfig, mesh: Any, rules: Any, sta
         with open(os.path.join(workdir, "report.json"), "w") as f:
             json.dump({"step": step, "held_out": held_out, "baselines": base, "params": params,
                        "tokens_per_s": tokens_per_s, "seconds": seconds, "curves": curves}, f, indent=2)
-        gin_files = " ".join(f"--gin_file={name}" for name in gin_setup.LAST_FILES)
-        print(report_lib.format_report(workdir, held_out, base, params, tokens_per_s, seconds, gin_files),
+        gin_flags = " ".join(f"--gin_file={name}" for name in gin_files)
+        print(report_lib.format_report(workdir, held_out, base, params, tokens_per_s, seconds, gin_flags),
               flush=True)
 
 

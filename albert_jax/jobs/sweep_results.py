@@ -1,0 +1,225 @@
+"""Sweep results: one row per variant from its run directory, written as OUT/results.csv, a paper-shaped
+OUT/results.md and two figures (loss curves, parameters against MLM accuracy)."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import re
+import sys
+from typing import Any, Sequence
+
+from albert_jax.jobs.sweep_grid import Grid, SweepError, Variant, describe_variant
+
+DONE_FILE = "sweep_done.json"  # written into a variant's workdir when its launch exited 0
+DESCRIBE_FILE = "sweep_describe.json"  # the variant's parameter counts and run shape
+HELD_OUT_KEYS = ("masked_lm_accuracy", "masked_lm_loss", "sentence_order_accuracy", "sentence_order_loss")
+RESULT_FIELDS = ("variant", "status", "params", "params_with_heads", "num_train_steps", "steps_done", "eval_step",
+                 *HELD_OUT_KEYS, "final_train_loss", "tokens_per_s", "seconds")
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path: str, value: dict[str, Any]) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2)
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """Records of a JSONL file (empty when absent); a half-written line (a killed run) is skipped."""
+    if not os.path.exists(path):
+        return []
+    records = []
+    with open(path) as f:
+        for line in f:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def by_step(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per step (the latest, as a resumed run logs some steps again), in step order."""
+    return sorted({r["step"]: r for r in records if "step" in r}.values(), key=lambda r: r["step"])
+
+
+def mean_tokens_per_s(reports: list[dict[str, Any]], eval_steps: Sequence[int]) -> float | None:
+    """Mean tokens/s of the training reports that timed training alone: not the first of a run or of a restart
+    (it includes compilation) and not one whose interval also held a held-out evaluation."""
+    speeds, previous = [], None
+    for report in reports:
+        step = report.get("step")
+        if previous is not None and step is not None and step > previous and "tokens_per_s" in report \
+                and not any(previous <= e < step for e in eval_steps):
+            speeds.append(report["tokens_per_s"])
+        previous = step
+    return sum(speeds) / len(speeds) if speeds else None
+
+
+def last_eval(workdir: str) -> dict[str, Any] | None:
+    """The held-out evaluation at the highest step (WORKDIR/eval/step_N.json), or None."""
+    found = {int(m.group(1)): path for path in glob.glob(os.path.join(workdir, "eval", "step_*.json"))
+             for m in [re.search(r"step_(\d+)\.json$", path)] if m}
+    return read_json(found[max(found)]) if found else None
+
+
+def variant_info(variant: Variant, workdir: str, extra_files: Sequence[str] = (),
+                 extra_bindings: Sequence[str] = ()) -> dict[str, Any]:
+    """The variant's describe record: cached in WORKDIR, else from the run's saved config.gin (what actually ran,
+    e.g. a cluster job's), else from the grid; {} (with a warning) when none of them parses."""
+    cached = read_json(os.path.join(workdir, DESCRIBE_FILE))
+    if cached:
+        return cached
+    saved = os.path.join(workdir, "config.gin")
+    try:
+        info = (describe_variant(Variant(variant.name, (saved,))) if os.path.exists(saved)
+                else describe_variant(variant, extra_files, extra_bindings))
+    except SweepError as error:
+        print(f"warning: no parameter count for {variant.name}: {error}", file=sys.stderr)
+        return {}
+    if os.path.isdir(workdir):
+        write_json(os.path.join(workdir, DESCRIBE_FILE), info)
+    return info
+
+
+def collect_variant(variant: Variant, workdir: str, info: dict[str, Any]) -> dict[str, Any]:
+    """One results row from a variant's run directory and describe record (blank where the run has not got
+    that far). Complete: the sweep's launch exited 0, or (a cluster job's) the log reached the final step."""
+    done = read_json(os.path.join(workdir, DONE_FILE))
+    reports = read_jsonl(os.path.join(workdir, "metrics.jsonl"))
+    train = by_step(reports)
+    evals = [r["step"] for r in by_step(read_jsonl(os.path.join(workdir, "eval", "eval.jsonl")))]
+    held_out = last_eval(workdir) or {}
+    row: dict[str, Any] = {
+        "variant": variant.name, "params": info.get("params"), "params_with_heads": info.get("params_with_heads"),
+        "num_train_steps": info.get("num_train_steps"), "steps_done": train[-1]["step"] if train else None,
+        "final_train_loss": train[-1].get("loss") if train else None, "seconds": (done or {}).get("seconds"),
+        "tokens_per_s": mean_tokens_per_s(reports, evals), "eval_step": held_out.get("step"),
+        **{key: held_out.get(key) for key in HELD_OUT_KEYS}}
+    finished = bool(train) and bool(row["num_train_steps"]) and row["steps_done"] >= row["num_train_steps"]
+    row["status"] = "complete" if done or finished else ("partial" if train else "not run")
+    row.update({f"paper {key}": value for key, value in variant.paper})
+    return row
+
+
+def _fmt(value: Any, kind: str) -> str:
+    """A table cell: parameters in millions, accuracies in %, losses to 3 decimals, '-' when missing."""
+    if value is None or value == "":
+        return "-"
+    formats = {"params": lambda v: f"{v / 1e6:.2f}M" if v < 1e8 else f"{v / 1e6:.0f}M",
+               "pct": lambda v: f"{100 * v:.1f}", "loss": lambda v: f"{v:.3f}", "int": lambda v: f"{v:,.0f}"}
+    return formats.get(kind, str)(value)
+
+
+def markdown_table(grid: Grid, rows: list[dict[str, Any]], command: str = "") -> str:
+    """The results as a Markdown table shaped like the paper's, the paper's numbers in the last columns."""
+    columns = [("variant", "variant", "str"), ("params", "parameters", "params"),
+               ("masked_lm_accuracy", "MLM acc", "pct"), ("sentence_order_accuracy", "sentence acc", "pct"),
+               ("masked_lm_loss", "MLM loss", "loss"), ("sentence_order_loss", "sentence loss", "loss"),
+               ("tokens_per_s", "tokens/s", "int"), ("eval_step", "steps", "int"),
+               *((f"paper {c}", f"paper: {c}", "str") for c in grid.paper_columns)]
+    lines = [f"# {grid.label}", "", "| " + " | ".join(header for _, header, _ in columns) + " |",
+             "|" + "|".join("---" if kind == "str" else "---:" for _, _, kind in columns) + "|"]
+    for row in rows:
+        cells = [_fmt(row.get(key), kind) for key, _, kind in columns]
+        cells[0] += "" if row.get("status") == "complete" else f" ({row.get('status')})"
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Parameters: encoder + pooler (the paper's count; heads excluded). Accuracies in %, losses in nats, "
+              "on the held-out split at the last evaluated step (the steps column). Sentence acc/loss: the variant's "
+              "own sentence task. tokens/s: mean of the training reports, leaving out the first (compilation) and "
+              "those whose interval held an evaluation."]
+    lines += ["", grid.note] if grid.note else []
+    lines += ["", f"Reproduce: `{command}`"] if command else []
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the file-only Agg backend (sweeps run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_loss_curves(grid: Grid, out: str, path: str) -> str:
+    """Training loss (left) and held-out MLM loss (right) of every variant over steps, on one figure."""
+    plt = _pyplot()
+    fig, (train_ax, eval_ax) = plt.subplots(1, 2, figsize=(13, 4.5))
+    for index, variant in enumerate(grid.variants):
+        workdir = os.path.join(out, variant.name)
+        style = {"color": plt.get_cmap("tab10")(index % 10), "linestyle": ("-", "--", "-.", ":")[index % 4],
+                 "label": variant.name}
+        train = [r for r in by_step(read_jsonl(os.path.join(workdir, "metrics.jsonl"))) if "loss" in r]
+        held_out = [r for r in by_step(read_jsonl(os.path.join(workdir, "eval", "eval.jsonl")))
+                    if "masked_lm_loss" in r]
+        if train:
+            train_ax.plot([r["step"] for r in train], [r["loss"] for r in train], linewidth=1.2, **style)
+        if held_out:
+            eval_ax.plot([r["step"] for r in held_out], [r["masked_lm_loss"] for r in held_out], marker="o", **style)
+    for ax, name in ((train_ax, "training loss (MLM + sentence)"), (eval_ax, "held-out MLM loss")):
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(grid.label)
+    return _save(fig, path)
+
+
+def plot_params_vs_mlm(grid: Grid, rows: list[dict[str, Any]], path: str) -> str:
+    """Parameters against held-out MLM accuracy, one labelled point per evaluated variant."""
+    from matplotlib.ticker import FuncFormatter
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {v.name: plt.get_cmap("tab10")(index % 10) for index, v in enumerate(grid.variants)}  # as in the curves
+    points = sorted((r for r in rows if r.get("params") and r.get("masked_lm_accuracy") is not None),
+                    key=lambda r: r["params"])
+    for index, row in enumerate(points):  # neighbours' labels alternate above / below: equal scores would overprint
+        ax.scatter(row["params"], 100 * row["masked_lm_accuracy"], s=30, color=colors.get(row["variant"]))
+        ax.annotate(row["variant"], (row["params"], 100 * row["masked_lm_accuracy"]), fontsize=8,
+                    xytext=(4, 4 if index % 2 == 0 else -11), textcoords="offset points")
+    if points and points[-1]["params"] > 10 * points[0]["params"]:
+        ax.set_xscale("log")  # parameter counts spanning more than a decade
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value / 1e6:g}M"))
+    ax.set_xlabel("parameters (encoder + pooler)")
+    ax.set_ylabel("held-out MLM accuracy (%)")
+    ax.set_title(grid.label, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def collect(grid: Grid, out: str, command: str = "", extra_files: Sequence[str] = (),
+            extra_bindings: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """OUT/results.csv, OUT/results.md, OUT/loss_curves.png and OUT/params_vs_mlm.png from the run directories."""
+    os.makedirs(out, exist_ok=True)
+    rows = [collect_variant(v, os.path.join(out, v.name),
+                            variant_info(v, os.path.join(out, v.name), extra_files, extra_bindings))
+            for v in grid.variants]
+    columns = [*RESULT_FIELDS, *(f"paper {c}" for c in grid.paper_columns)]
+    with open(os.path.join(out, "results.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows([{k: "" if row.get(k) is None else row[k] for k in columns} for row in rows])
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(markdown_table(grid, rows, command))
+    plot_loss_curves(grid, out, os.path.join(out, "loss_curves.png"))
+    plot_params_vs_mlm(grid, rows, os.path.join(out, "params_vs_mlm.png"))
+    return rows
