@@ -6,9 +6,8 @@ learn end to end. The corpus is a text file with one sentence per line and a bla
 
 SQuAD: a question is one sentence of the paragraph with 1-2 consecutive plain words (letters and digits,
 whitespace on both sides, not a stop word) replaced by "what"; the answer is that span of the paragraph.
-Unanswerable questions (v2.0) take the sentence from another document, so its text is not in the paragraph
-. RACE: the article is a paragraph; a question is one of its
-sentences with a span replaced by "_"; the options are that span and three spans of the same word count drawn
+Unanswerable questions (v2.0) take the sentence from another document, so its text is not in the paragraph.
+RACE: the article is a paragraph; a question is one of its sentences with a span replaced by "_"; the options are that span and three spans of the same word count drawn
 from other documents whose words do not occur in the article; the level is 'middle' for paragraphs of at most
 three sentences, else 'high'. Documents are split between train and dev (every `dev_every`-th goes to dev).
 
@@ -106,7 +105,7 @@ def race_articles(documents: Sequence[list[str]], questions: int, seed: int, max
     while len(records) < questions:
         sentences, article = _paragraph(rng, documents[rng.randrange(len(documents))], max_sentences)
         sentence = rng.choice(sentences)
-        span = _blank(rng, sentence)
+        span = None if "_" in sentence else _blank(rng, sentence)  # the option fills every "_" of the question
         if span is None:
             continue
         answer = sentence[span[0]:span[1]]
