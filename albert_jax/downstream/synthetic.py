@@ -2,7 +2,8 @@
 
 No SQuAD or RACE data is reachable offline, so these sets check that the readers, features, heads and metrics
 learn end to end. The corpus is a text file with one sentence per line and a blank line between documents
-(`input/demo_corpus.py` writes one). A paragraph is 2-`max_sentences` consecutive sentences of one document.
+(`input/demo_corpus.py` writes one). A paragraph is `min_sentences`-`max_sentences` (default 2-4, RACE 2-5) consecutive sentences of one
+document.
 
 SQuAD: a question is one sentence of the paragraph with 1-2 consecutive plain words (letters and digits,
 whitespace on both sides, not a stop word) replaced by "what"; the answer is that span of the paragraph.
@@ -55,8 +56,9 @@ def _spans(sentence: str, words: int) -> list[tuple[int, int]]:
     return found
 
 
-def _paragraph(rng: random.Random, document: list[str], max_sentences: int) -> tuple[list[str], str]:
-    count = rng.randint(2, min(max_sentences, len(document)))
+def _paragraph(rng: random.Random, document: list[str], max_sentences: int,
+               min_sentences: int = 2) -> tuple[list[str], str]:
+    count = rng.randint(min(min_sentences, len(document)), min(max_sentences, len(document)))
     start = rng.randint(0, len(document) - count)
     sentences = document[start:start + count]
     return sentences, " ".join(sentences)
@@ -69,14 +71,14 @@ def _blank(rng: random.Random, sentence: str) -> tuple[int, int] | None:
 
 
 def squad_set(documents: Sequence[list[str]], questions: int, seed: int, unanswerable: float = 0.0,
-              max_sentences: int = 4, name: str = "synthetic") -> dict:
+              max_sentences: int = 4, name: str = "synthetic", min_sentences: int = 2) -> dict:
     """An official-format SQuAD dict (v2.0 fields when `unanswerable` > 0) of `questions` questions."""
     rng = random.Random(seed)
     articles: list[dict] = []
     made = 0
     while made < questions:
         doc_index = rng.randrange(len(documents))
-        sentences, context = _paragraph(rng, documents[doc_index], max_sentences)
+        sentences, context = _paragraph(rng, documents[doc_index], max_sentences, min_sentences)
         impossible = rng.random() < unanswerable
         source = rng.choice(documents[rng.randrange(len(documents))]) if impossible else rng.choice(sentences)
         if impossible and source in context:
@@ -98,12 +100,13 @@ def squad_set(documents: Sequence[list[str]], questions: int, seed: int, unanswe
 
 
 def race_articles(documents: Sequence[list[str]], questions: int, seed: int, max_sentences: int = 5,
-                  name: str = "synthetic") -> list[dict]:
+                  name: str = "synthetic", min_sentences: int = 2) -> list[dict]:
     """RACE-format article records (one question each) with a 'level' key."""
     rng = random.Random(seed)
     records: list[dict] = []
     while len(records) < questions:
-        sentences, article = _paragraph(rng, documents[rng.randrange(len(documents))], max_sentences)
+        sentences, article = _paragraph(rng, documents[rng.randrange(len(documents))], max_sentences,
+                                        min_sentences)
         sentence = rng.choice(sentences)
         span = None if "_" in sentence else _blank(rng, sentence)  # the option fills every "_" of the question
         if span is None:
@@ -138,21 +141,23 @@ def _split(documents: Sequence[list[str]], dev_every: int) -> tuple[list[list[st
 
 
 def write_squad(text_path: str | Path, out_dir: str | Path, train: int = 2000, dev: int = 300, seed: int = 0,
-                unanswerable: float = 0.0, max_sentences: int = 4, dev_every: int = 10) -> dict[str, str]:
+                unanswerable: float = 0.0, max_sentences: int = 4, dev_every: int = 10,
+                min_sentences: int = 2) -> dict[str, str]:
     """train.json and dev.json in `out_dir`; returns split -> path."""
     train_docs, dev_docs = _split(read_documents(text_path), dev_every)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for split, docs, count, offset in (("train", train_docs, train, 0), ("dev", dev_docs, dev, 1)):
-        data = squad_set(docs, count, seed * 2 + offset, unanswerable, max_sentences, name=split)
+        data = squad_set(docs, count, seed * 2 + offset, unanswerable, max_sentences, name=split,
+                         min_sentences=min_sentences)
         paths[split] = str(out / f"{split}.json")
         Path(paths[split]).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return paths
 
 
 def write_race(text_path: str | Path, out_dir: str | Path, train: int = 2000, dev: int = 300, seed: int = 0,
-               max_sentences: int = 5, dev_every: int = 10) -> dict[str, str]:
+               max_sentences: int = 5, dev_every: int = 10, min_sentences: int = 2) -> dict[str, str]:
     """`out_dir`/{train,dev}/{middle,high}/<id>.txt, one JSON article per file; returns split -> directory."""
     train_docs, dev_docs = _split(read_documents(text_path), dev_every)
     paths = {}
@@ -160,7 +165,8 @@ def write_race(text_path: str | Path, out_dir: str | Path, train: int = 2000, de
         root = Path(out_dir) / split
         for level in ("middle", "high"):
             (root / level).mkdir(parents=True, exist_ok=True)
-        for record in race_articles(docs, count, seed * 2 + offset, max_sentences, name=split):
+        for record in race_articles(docs, count, seed * 2 + offset, max_sentences, name=split,
+                                    min_sentences=min_sentences):
             level = record.pop("level")
             (root / level / f"{record['id']}.txt").write_text(json.dumps(record) + "\n", encoding="utf-8")
         paths[split] = str(root)
