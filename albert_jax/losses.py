@@ -127,3 +127,31 @@ def classification_loss(logits: Array, batch: dict[str, Array], regression: bool
     per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     correct = ((logits.argmax(-1) == labels) * weights).sum()
     return (per_example * weights).sum() / count, {"accuracy": correct / count}
+
+
+def _weighted_mean(per_example: Array, weights: Array) -> Array:
+    return (per_example * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def span_loss(start_logits: Array, end_logits: Array, batch: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
+    """SQuAD span head: (cross-entropy of the start + of the end position) / 2 over the sequence, row-weighted
+    (the original run_squad_v1 and transformers' AlbertForQuestionAnswering; unanswerable rows point at 0)."""
+    weights = batch["example_weights"]
+    start = optax.softmax_cross_entropy_with_integer_labels(start_logits, batch["start_positions"])
+    end = optax.softmax_cross_entropy_with_integer_labels(end_logits, batch["end_positions"])
+    exact = (start_logits.argmax(-1) == batch["start_positions"]) & (end_logits.argmax(-1) == batch["end_positions"])
+    return _weighted_mean((start + end) / 2, weights), {"span_accuracy": _weighted_mean(exact, weights)}
+
+
+def squad_v2_loss(outputs: dict[str, Array], batch: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
+    """The original v2.0 head: (start NLL + end NLL) / 2 + 0.5 * sigmoid cross-entropy(cls_logits, is_impossible)."""
+    weights = batch["example_weights"]
+    pick = lambda log_probs, positions: -jnp.take_along_axis(  # noqa: E731
+        log_probs, positions[:, None].astype(jnp.int32), 1)[:, 0]
+    span = (pick(outputs["start_log_probs"], batch["start_positions"])
+            + pick(outputs["end_log_probs"], batch["end_positions"])) / 2
+    impossible = batch["is_impossible"].astype(jnp.float32)
+    answerability = optax.sigmoid_binary_cross_entropy(outputs["cls_logits"], impossible)
+    correct = (outputs["cls_logits"] > 0) == (impossible > 0.5)
+    return (_weighted_mean(span, weights) + 0.5 * _weighted_mean(answerability, weights),
+            {"answerability_accuracy": _weighted_mean(correct, weights)})

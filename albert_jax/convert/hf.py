@@ -66,11 +66,13 @@ GLOBAL_TENSORS: dict[tuple[str, ...], tuple[str, str]] = {
     ("albert", "encoder", "embedding_projection", "kernel"): ("albert.encoder.embedding_hidden_mapping_in.weight",
                                                               "linear"),
     ("albert", "encoder", "embedding_projection", "bias"): ("albert.encoder.embedding_hidden_mapping_in.bias", "same"),
-    ("albert", "pooler", "kernel"): ("albert.pooler.weight", "linear"),
-    ("albert", "pooler", "bias"): ("albert.pooler.bias", "same"),
 }
-# The two heads, each all present or all absent in a checkpoint.
+# The pooler and the two pretraining heads, each all present or all absent in a checkpoint.
 HEAD_TENSORS: dict[str, dict[tuple[str, ...], tuple[str, str]]] = {
+    "pooler (albert.pooler.*)": {
+        ("albert", "pooler", "kernel"): ("albert.pooler.weight", "linear"),
+        ("albert", "pooler", "bias"): ("albert.pooler.bias", "same"),
+    },
     "MLM head (predictions.*)": {
         ("mlm_dense", "kernel"): ("predictions.dense.weight", "linear"),
         ("mlm_dense", "bias"): ("predictions.dense.bias", "same"),
@@ -95,6 +97,12 @@ LAYER_MODULES: dict[str, tuple[str, str, str, str]] = {
     "ffn_layer_norm": ("ffn", "full_layer_layer_norm", "same", "same"),
 }
 TORCH_PARAM = {"kernel": "weight", "scale": "weight", "bias": "bias"}
+# Fine-tuning heads with a transformers counterpart: architecture -> (our module, transformers module, outputs).
+TASK_HEADS: dict[str, tuple[str, str, int]] = {
+    "AlbertForQuestionAnswering": ("qa_outputs", "qa_outputs", 2),
+    "AlbertForMultipleChoice": ("choice_classifier", "classifier", 1),
+}
+PRETRAINING = "AlbertForPreTraining"
 
 
 def hf_group(layer: int, num_groups: int, num_layers: int) -> int:
@@ -144,15 +152,17 @@ def hf_num_groups(config: AlbertConfig) -> int:
     return config.num_hidden_layers
 
 
-def config_to_hf(config: AlbertConfig) -> dict[str, Any]:
-    """A transformers `config.json` dict for AlbertForPreTraining computing what `config` computes.
+def config_to_hf(config: AlbertConfig, architecture: str = "AlbertForPreTraining") -> dict[str, Any]:
+    """A transformers `config.json` dict for `architecture` computing what `config` computes.
 
-    `classifier_dropout_prob` is 0 because our sentence-order head has no dropout (as in the original
-    pretraining); token ids are the original vocabulary's (<pad>=0, [CLS]=2, [SEP]=3).
+    `classifier_dropout_prob` is 0 for AlbertForPreTraining because our sentence-order head has no dropout (as
+    in the original pretraining), 0.1 for multiple choice (the default of our head and of the original
+    run_race); token ids are the original vocabulary's (<pad>=0, [CLS]=2, [SEP]=3).
     """
     hf = {name: getattr(config, name) for name in CONFIG_FIELDS}
-    hf.update(model_type="albert", architectures=["AlbertForPreTraining"], num_hidden_groups=hf_num_groups(config),
-              inner_group_num=1, classifier_dropout_prob=0.0, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+    dropout = 0.1 if architecture == "AlbertForMultipleChoice" else 0.0
+    hf.update(model_type="albert", architectures=[architecture], num_hidden_groups=hf_num_groups(config),
+              inner_group_num=1, classifier_dropout_prob=dropout, pad_token_id=0, bos_token_id=2, eos_token_id=3,
               tie_word_embeddings=True, dtype=config.param_dtype)
     return hf
 
@@ -217,7 +227,8 @@ def _strip_prefix(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """Names as AlbertForPreTraining has them: an AlbertModel checkpoint's bare names get `albert.`."""
     if any(name.startswith("albert.") for name in state_dict):
         return dict(state_dict)
-    return {name if name.startswith(("predictions.", "sop_classifier.")) else "albert." + name: tensor
+    return {name if name.startswith(("predictions.", "sop_classifier.", "qa_outputs.", "classifier."))
+            else "albert." + name: tensor
             for name, tensor in state_dict.items()}
 
 
@@ -232,11 +243,14 @@ def _take(state: dict[str, Any], name: str, shape: tuple[int, ...], used: set[st
     return tensor
 
 
-def params_from_hf(state_dict: Mapping[str, Any], config: AlbertConfig, *, seed: int = 0) -> dict[str, Any]:
+def params_from_hf(state_dict: Mapping[str, Any], config: AlbertConfig, *, seed: int = 0,
+                   architecture: str | None = None) -> dict[str, Any]:
     """Our unboxed AlbertForPreTraining parameter tree (numpy, `config.param_dtype`) from transformers tensors.
 
     `state_dict` maps transformers names to arrays (numpy or anything `np.asarray` takes) of an
-    AlbertForPreTraining or AlbertModel checkpoint. Absent heads are freshly initialized (module doc).
+    AlbertForPreTraining or AlbertModel checkpoint. Absent heads are freshly initialized (module doc). An
+    AlbertForQuestionAnswering (`qa_outputs.*`) or, when `architecture` says so, AlbertForMultipleChoice
+    (`classifier.*`) checkpoint also gives its head, as `qa_outputs` / `choice_classifier` in the tree.
     """
     state = _strip_prefix(state_dict)
     dtype = np.dtype(config.weight_dtype)
@@ -282,9 +296,14 @@ def params_from_hf(state_dict: Mapping[str, Any], config: AlbertConfig, *, seed:
             flat[path] = _to_ours(kind, _take(state, name, _hf_shape(kind, shapes[path].shape), used),
                                   shapes[path].shape)
     if fresh:
-        warnings.warn(f"the checkpoint has no {' and no '.join(fresh)} (an AlbertModel checkpoint?): initialized "
-                      f"them freshly (seed {seed}); the encoder is exact")
+        warnings.warn(f"the checkpoint has no {' and no '.join(fresh)} (an AlbertModel or task checkpoint?): "
+                      f"initialized them freshly (seed {seed}); the encoder is exact")
     _check_tied(state, flat)
+    for name, (ours, theirs, outputs) in TASK_HEADS.items():
+        if f"{theirs}.weight" in state and (architecture == name or (architecture is None and ours == "qa_outputs")):
+            weight = _take(state, f"{theirs}.weight", (outputs, config.hidden_size), used)
+            flat[(ours, "kernel")] = weight.T
+            flat[(ours, "bias")] = _take(state, f"{theirs}.bias", (outputs,), used)
 
     unused = sorted(set(state) - used)
     if unused:
@@ -323,14 +342,39 @@ def _check_tied(state: Mapping[str, Any], flat: Mapping[tuple[str, ...], np.ndar
                                   "checkpoint cannot be represented")
 
 
+def architecture_of(params: Any) -> str:
+    """The transformers architecture our parameter tree exports to: a QA or multiple-choice model when it holds
+    that head, else AlbertForPreTraining; a head transformers has no class for is an error."""
+    names = set(nn.unbox(params))
+    for name, (ours, _, _) in TASK_HEADS.items():
+        if ours in names:
+            return name
+    others = sorted(names - {"albert", "mlm_dense", "mlm_layer_norm", "mlm_output_bias", "sentence_classifier"})
+    if others:
+        raise ConversionError(f"the model's head {', '.join(others)} has no transformers counterpart this exporter "
+                              "writes (it writes AlbertForPreTraining, AlbertForQuestionAnswering with qa_outputs "
+                              "and AlbertForMultipleChoice with choice_classifier)")
+    return PRETRAINING
+
+
 def params_to_hf(params: Any, config: AlbertConfig) -> dict[str, np.ndarray]:
-    """transformers AlbertForPreTraining tensors (numpy, same dtypes) for our parameters, boxed or not.
+    """transformers tensors (numpy, same dtypes) of `architecture_of(params)` for our parameters, boxed or not.
 
     Writes `config_to_hf(config)["num_hidden_groups"]` groups (duplicating shared blocks where transformers
-    cannot share them), an identity `embedding_hidden_mapping_in` when E == H, and no tied decoder tensors.
+    cannot share them), an identity `embedding_hidden_mapping_in` when E == H, and no tied decoder tensors. A
+    QA model has no pooler (transformers builds it without one) and task models no pretraining heads.
     """
     flat = {path: np.asarray(leaf) for path, leaf in traverse_util.flatten_dict(nn.unbox(params)).items()}
+    architecture = architecture_of(params)
     shapes = expected_shapes(config)
+    if architecture != PRETRAINING:
+        ours, _, outputs = TASK_HEADS[architecture]
+        keep = (lambda path: path[0] == "albert" and path[1] != "pooler") if ours == "qa_outputs" else (
+            lambda path: path[0] == "albert")
+        shapes = {path: shape for path, shape in shapes.items() if keep(path)}
+        flat = {path: tensor for path, tensor in flat.items() if keep(path) or path[0] == ours}
+        shapes[(ours, "kernel")] = jax.ShapeDtypeStruct((config.hidden_size, outputs), np.float32)
+        shapes[(ours, "bias")] = jax.ShapeDtypeStruct((outputs,), np.float32)
     problems = [f"{'/'.join(path)}: expected {shapes[path].shape}, found "
                 f"{flat[path].shape if path in flat else 'nothing'}"
                 for path in shapes if path not in flat or flat[path].shape != shapes[path].shape]
@@ -344,7 +388,7 @@ def params_to_hf(params: Any, config: AlbertConfig) -> dict[str, np.ndarray]:
         if path in flat:
             out[name] = _to_hf(kind, flat[path])
     if not config.has_embedding_projection:
-        dtype = flat[("albert", "pooler", "bias")].dtype
+        dtype = flat[("albert", "embeddings", "layer_norm", "bias")].dtype
         out["albert.encoder.embedding_hidden_mapping_in.weight"] = np.eye(config.hidden_size, dtype=dtype)
         out["albert.encoder.embedding_hidden_mapping_in.bias"] = np.zeros(config.hidden_size, dtype)
 
@@ -360,6 +404,10 @@ def params_to_hf(params: Any, config: AlbertConfig) -> dict[str, np.ndarray]:
                     kind = bias_kind if param == "bias" else kernel_kind
                     name = LAYER_PREFIX.format(group) + f"{hf_module}.{TORCH_PARAM[param]}"
                     out[name] = _to_hf(kind, flat[SHARED + (module, param)][copy])
+    if architecture != PRETRAINING:
+        ours, theirs, _ = TASK_HEADS[architecture]
+        out[f"{theirs}.weight"] = _to_hf("linear", flat[(ours, "kernel")])
+        out[f"{theirs}.bias"] = np.ascontiguousarray(flat[(ours, "bias")])
     return out
 
 
@@ -398,18 +446,22 @@ def load_hf_dir(path: str | Path, *, seed: int = 0) -> tuple[AlbertConfig, dict[
     _require_dir(path, "transformers checkpoint directory")
     if not (path / "config.json").is_file():
         raise ConversionError(f"{path} has no config.json; pass a directory written by save_pretrained")
-    config = config_from_hf(json.loads((path / "config.json").read_text()))
-    return config, params_from_hf(load_hf_state(path), config, seed=seed)
+    fields = json.loads((path / "config.json").read_text())
+    config = config_from_hf(fields)
+    architecture = (fields.get("architectures") or [None])[0]
+    return config, params_from_hf(load_hf_state(path), config, seed=seed, architecture=architecture)
 
 
 def save_hf_dir(config: AlbertConfig, params: Any, path: str | Path) -> None:
-    """Write config.json + model.safetensors that `transformers.AlbertForPreTraining.from_pretrained` loads."""
+    """Write config.json + model.safetensors that transformers' `from_pretrained` of `architecture_of(params)`
+    (AlbertForPreTraining, AlbertForQuestionAnswering or AlbertForMultipleChoice) loads."""
     from safetensors.numpy import save_file
 
     tensors = params_to_hf(params, config)
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(config_to_hf(config), indent=2, sort_keys=True) + "\n")
+    hf_config = config_to_hf(config, architecture_of(params))
+    (path / "config.json").write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
     save_file(tensors, path / SAFETENSORS_FILE, metadata={"format": "pt"})
 
 

@@ -54,6 +54,44 @@ def normalize_text(text: str, *, lower: bool = True, keep_accents: bool = False)
     return text.lower() if lower else text
 
 
+def normalize_with_offsets(text: str, *, lower: bool = True,
+                           keep_accents: bool = False) -> tuple[str, list[int], list[int]]:
+    """`normalize_text(text)` and, for each of its characters, the first and last index of the characters of
+    `text` it comes from (a collapsed whitespace run, a `` pair, a character NFKD splits into several)."""
+    chars: list[tuple[str, int, int]] = []
+    for index, char in enumerate(text):
+        if char.isspace():
+            if chars and chars[-1][0] == " " and chars[-1][2] == index - 1:
+                chars[-1] = (" ", chars[-1][1], index)
+            elif chars:
+                chars.append((" ", index, index))
+        else:
+            chars.append((char, index, index))
+    if chars and chars[-1][0] == " ":
+        chars.pop()
+    for pair in ("``", "''"):
+        merged: list[tuple[str, int, int]] = []
+        for char in chars:
+            if merged and char[0] == pair[0] and merged[-1][0] == pair[0] and merged[-1][2] < char[1] and \
+                    merged[-1][1] == merged[-1][2]:
+                merged[-1] = ('"', merged[-1][1], char[2])
+            else:
+                merged.append(char)
+        chars = merged
+    if not keep_accents and not text.isascii():
+        chars = [(part, first, last) for char, first, last in chars
+                 for part in unicodedata.normalize("NFKD", char) if not unicodedata.combining(part)]
+    if lower:
+        chars = [(part, first, last) for char, first, last in chars for part in char.lower()]
+    normalized = "".join(char for char, _, _ in chars)
+    expected = normalize_text(text, lower=lower, keep_accents=keep_accents)
+    if normalized != expected:  # context-dependent rules (final sigma) keep the length: positions still hold
+        if len(normalized) != len(expected):
+            raise ValueError(f"cannot align the normalized text with the original: {text[:80]!r}")
+        normalized = expected
+    return normalized, [first for _, first, _ in chars], [last for _, _, last in chars]
+
+
 def _is_latin_letter(char: str) -> bool:
     return char.isascii() or unicodedata.name(char, "").startswith("LATIN")
 
@@ -130,6 +168,39 @@ class Tokenizer:
             if _DIGIT_COMMA.search(text):
                 ids[index] = self._resplit_digit_commas(ids[index])
         return ids
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """`encode(text)` and, per id, the span (first, last index, inclusive) of the characters of `text` it
+        covers; a piece's leading word-boundary space is not part of its span (a bare "▁" keeps its space).
+
+        SentencePiece reports byte offsets into the normalized text; `normalize_with_offsets` maps those back to
+        `text`. A digit-comma piece re-split by the original rule gives its digits and its "," their own spans.
+        """
+        normalized, firsts, lasts = normalize_with_offsets(text, lower=self.lower, keep_accents=self.keep_accents)
+        char_of_byte = np.repeat(np.arange(len(normalized) + 1),
+                                 [len(c.encode("utf-8")) for c in normalized] + [1])
+        ids: list[int] = []
+        spans: list[tuple[int, int]] = []
+        for piece in self._processor.encode(normalized, return_type="proto").pieces:
+            begin, end = int(char_of_byte[piece.begin]), int(char_of_byte[piece.end])
+            while begin < end - 1 and normalized[begin] == " ":
+                begin += 1
+            text_piece = piece.piece
+            if len(text_piece) > 1 and text_piece[-1] == "," and text_piece[-2].isdigit():
+                sub_ids = self._resplit(piece.id, text_piece)
+                cursor = begin
+                for sub_id in sub_ids[:-1]:
+                    width = max(1, len(self.id_to_piece(sub_id).replace(WORD_BOUNDARY, "")))
+                    stop = min(cursor + width, end - 1)
+                    ids.append(sub_id)
+                    spans.append((firsts[cursor], lasts[max(cursor, stop - 1)]))
+                    cursor = stop
+                ids.append(sub_ids[-1])
+                spans.append((firsts[end - 1], lasts[end - 1]))
+                continue
+            ids.append(piece.id)
+            spans.append((firsts[begin], lasts[max(begin, end - 1)]))
+        return ids, spans
 
     def encode_pieces(self, text: str) -> list[str]:
         """The pieces of `encode(text)`, for inspection."""

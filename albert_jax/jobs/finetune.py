@@ -38,14 +38,13 @@ import optax
 
 from albert_jax import optim, partitioning
 from albert_jax import train_step as steps
-from albert_jax.downstream import tasks
+from albert_jax.downstream import families
 from albert_jax.config import AlbertConfig
 from albert_jax.convert import folder
 from albert_jax.jobs import flags
 from albert_jax.jobs.sinks import MetricsWriter
-from albert_jax.model import AlbertModel, dense
+from albert_jax.heads import AlbertClassifier  # noqa: F401  (re-exported: the GLUE model)
 from albert_jax.pretrained import Pretrained, PretrainedError, load_pretrained, model_tokenizer  # noqa: F401
-from albert_jax.losses import LossFn, classification_loss
 
 if __name__ == "__main__":  # run through the CLI: gin then sees this module once, as albert_jax.jobs.finetune
     from albert_jax.jobs import cli
@@ -59,24 +58,6 @@ EPILOG = flags.examples(
     "    --gin.finetune.max_seq_length=128 --gin.make_task.data_dir=\"'/data/tfds'\"",
     "albert-jax finetune --gin_file=finetune/sst2.gin --model=runs/demo --workdir=OUT --dry_run")
 OPTIMIZERS = ("adamw_original", "adamw")
-
-
-class AlbertClassifier(nn.Module):
-    """AlbertModel, dropout on the pooled output, dense layer to `num_labels` logits (1 = regression)."""
-
-    config: AlbertConfig
-    num_labels: int
-    classifier_dropout: float = 0.1
-
-    def setup(self) -> None:
-        self.albert = AlbertModel(self.config)
-        self.dropout = nn.Dropout(self.classifier_dropout)
-        self.classifier = dense(self.num_labels, ("hidden", None), self.config, "classifier")
-
-    def __call__(self, input_ids: Array, input_mask: Array, segment_ids: Array,
-                 deterministic: bool = True) -> Array:
-        _, pooled = self.albert(input_ids, input_mask, segment_ids, deterministic)
-        return self.classifier(self.dropout(pooled, deterministic=deterministic)).astype(jnp.float32)
 
 
 def make_optimizer(name: str, params_axes: Any, schedule: optax.Schedule,
@@ -97,52 +78,24 @@ def _set_encoder(params: dict[str, Any], encoder: dict[str, Any]) -> dict[str, A
     return {**params, "albert": encoder}
 
 
-def classifier_init(model: AlbertClassifier, seq_length: int) -> steps.ParamsInit:
-    """`init_fn` of the classifier: key -> boxed parameters."""
-    ids = jnp.zeros((1, seq_length), jnp.int32)
-    return lambda rng: model.init(rng, ids, ids, ids, deterministic=True)["params"]
-
-
-def abstract_classifier_params(model: AlbertClassifier, seq_length: int) -> Any:
-    """The classifier's boxed abstract parameter tree (logical axes for shardings and the optimizer)."""
-    return jax.eval_shape(classifier_init(model, seq_length), jax.random.PRNGKey(0))
-
-
-def classifier_loss_fn(model: AlbertClassifier) -> LossFn:
-    """The `loss_fn` for `train_step.make_update_step`: the classifier's task loss with dropout from `rng`."""
-    regression = model.num_labels == 1
-
-    def loss_fn(params: Any, batch: dict[str, Array], rng: Array, totals: dict[str, Array]) -> tuple[Array, dict]:
-        del totals  # task losses are whole-batch means: fine-tuning takes no microbatches
-        logits = model.apply({"params": params}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
-                             deterministic=False, rngs={"dropout": rng})
-        loss, metrics = classification_loss(logits, batch, regression)
-        return loss, dict(metrics, loss=loss)
-
-    return loss_fn
-
-
 class Runner:
-    """The jitted, sharded train and predict steps of one classifier on the mesh: the train state, its
-    shardings and the update step are `train_step`'s own (`model_state_shardings`, `make_update_step`)."""
+    """The jitted, sharded train and predict steps of one task model on the mesh: the train state, its
+    shardings and the update step are `train_step`'s own (`model_state_shardings`, `make_update_step`); the
+    model, its init, loss and predict function come from the task family (`downstream.families`)."""
 
-    def __init__(self, model: AlbertClassifier, tx: optax.GradientTransformation, schedule: optax.Schedule,
+    def __init__(self, family: Any, model: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
                  seq_length: int, seed: int, boxed_params: Any) -> None:
-        """`boxed_params`: `abstract_classifier_params(model, seq_length)` (the optimizer was built from it too)."""
+        """`boxed_params`: the abstract boxed parameters of `family.init_fn(model, seq_length)` (the optimizer
+        was built from it too)."""
         self.model, self.mesh, self.rules = model, partitioning.make_mesh(), partitioning.logical_rules()
-        init_fn = classifier_init(model, seq_length)
+        init_fn = family.init_fn(model, seq_length)
         _, self.sharding = steps.model_state_shardings(init_fn, tx, self.mesh, self.rules, boxed_params)
         self._init = functools.partial(steps.create_model_state, init_fn, tx, self.mesh, self.rules, seed,
                                        self.sharding)
-        update = steps.make_update_step(classifier_loss_fn(model), tx, schedule, totals_fn=lambda batch: {})
+        update = steps.make_update_step(family.loss_fn(model), tx, schedule, totals_fn=lambda batch: {})
         self._train = steps.jit_train_step(update, self.sharding, self.mesh)
-
-        def predict(params: Any, batch: dict[str, Array]) -> Array:
-            return model.apply({"params": params}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
-                               deterministic=True)
-
         self.batch_sharding = partitioning.batch_sharding(self.mesh)
-        self._predict = jax.jit(predict, in_shardings=(self.sharding.params, self.batch_sharding),
+        self._predict = jax.jit(family.predict_fn(model), in_shardings=(self.sharding.params, self.batch_sharding),
                                 out_shardings=partitioning.replicated(self.mesh))
 
     def context(self) -> Any:
@@ -154,44 +107,53 @@ class Runner:
         stack.enter_context(nn.logical_axis_rules(list(self.rules)))
         return stack
 
-    def initial_state(self, encoder: dict[str, Any]) -> steps.TrainState:
-        """A fresh classifier head and optimizer state around the pretrained `encoder` tree."""
+    def initial_state(self, params: dict[str, Any], restore_head: bool = False) -> steps.TrainState:
+        """A fresh head and optimizer state around the pretrained encoder `params["albert"]`; with `restore_head`
+        the head tensors too, from `params` (a model fine-tuned or imported with this head)."""
         state = self._init()
-        expected = jax.tree.map(lambda a: a.shape, state.params["albert"])
-        if jax.tree.map(lambda a: tuple(np.shape(a)), encoder) != expected:
-            raise PretrainedError("the pretrained encoder's parameter tree differs from the classifier's encoder")
-        return state.replace(params=_set_encoder(state.params, jax.device_put(
-            jax.tree.map(lambda a, s: np.asarray(a, s.dtype), encoder, state.params["albert"]),
-            self.sharding.params["albert"])))
+        fresh = state.params
+        expected = jax.tree.map(lambda a: a.shape, fresh["albert"])
+        if jax.tree.map(lambda a: tuple(np.shape(a)), params["albert"]) != expected:
+            raise PretrainedError("the pretrained encoder's parameter tree differs from the task model's encoder")
+        names = ["albert"]
+        if restore_head:
+            head = [name for name in fresh if name != "albert"]
+            shapes = lambda tree: jax.tree.map(lambda a: tuple(np.shape(a)), tree)  # noqa: E731
+            mismatched = [name for name in head if name not in params or shapes(params[name]) != shapes(fresh[name])]
+            if mismatched:
+                raise PretrainedError(f"finetune.restore_head: the model has no {', '.join(mismatched)} of the "
+                                      f"shapes this task's head needs (it has {', '.join(sorted(params))})")
+            names += head
+        restored = {name: jax.device_put(jax.tree.map(lambda a, s: np.asarray(a, s.dtype), params[name], fresh[name]),
+                                         self.sharding.params[name]) for name in names}
+        return state.replace(params={**fresh, **restored})
 
     def train_step(self, state: steps.TrainState, batch: dict[str, np.ndarray]) -> tuple[steps.TrainState, dict]:
         with self.context():
             return self._train(state, jax.device_put(batch, self.batch_sharding))
 
-    def predict(self, params: Any, encoded: tasks.Encoded, seq_length: int, batch_size: int) -> np.ndarray:
-        """Logits of every example, in order (the last batch padded with rows that are then dropped)."""
-        outputs = []
+    def predict(self, params: Any, data: Any, batch_size: int) -> dict[str, np.ndarray]:
+        """The predict function's outputs for every row of `data`, in order (the last batch padded with rows
+        that are then dropped)."""
+        outputs: list[dict[str, np.ndarray]] = []
         with self.context():
-            for start in range(0, len(encoded), batch_size):
-                indices = range(start, min(start + batch_size, len(encoded)))
-                batch = tasks.make_batch(encoded, indices, seq_length, batch_size)
-                logits = self._predict(params, jax.device_put(batch, self.batch_sharding))
-                outputs.append(np.asarray(logits)[: len(indices)])
-        return np.concatenate(outputs)
+            for start in range(0, len(data), batch_size):
+                indices = range(start, min(start + batch_size, len(data)))
+                result = self._predict(params, jax.device_put(data.batch(indices, batch_size), self.batch_sharding))
+                outputs.append({key: np.asarray(value)[: len(indices)] for key, value in result.items()})
+        return {key: np.concatenate([part[key] for part in outputs]) for key in outputs[0]}
 
 
-def evaluate(runner: Runner, params: Any, task: tasks.Task, splits: dict[str, tasks.Encoded], seq_length: int,
-             batch_size: int) -> dict[str, dict[str, float]]:
-    """The task's metrics on each evaluation split, computed on the host from all predictions."""
-    results = {}
-    for split, encoded in splits.items():
-        logits = runner.predict(params, encoded, seq_length, batch_size)
-        predictions = tasks.predictions_from_logits(task, logits)
-        results[split] = dict(tasks.compute_metrics(task, encoded.labels, predictions), examples=len(encoded))
-    return results
+def evaluate(runner: Runner, params: Any, family: Any, splits: dict[str, Any], batch_size: int,
+             out: Path | None = None) -> dict[str, dict[str, float]]:
+    """The task's metrics on each evaluation split, computed on the host from all predictions; the prediction
+    files of split S go to out/S when `out` is given."""
+    return {split: family.score(split, data, runner.predict(params, data, batch_size),
+                                None if out is None else out / split)
+            for split, data in splits.items()}
 
 
-def _record_eval(workdir: Path, step: int, task: tasks.Task, results: dict[str, dict[str, float]]) -> bool:
+def _record_eval(workdir: Path, step: int, task: Any, results: dict[str, dict[str, float]]) -> bool:
     """Writes eval/step_N.json; updates eval/best.json when the selection metric improved. Returns whether it did."""
     out = workdir / "eval"
     out.mkdir(parents=True, exist_ok=True)
@@ -213,13 +175,15 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
              learning_rate: float = 2e-5, weight_decay: float = 0.01, optimizer: str = "adamw_original",
              albert_dropout: float | None = None, classifier_dropout: float = 0.1, dtype: str | None = None,
              eval_every: int = 0, eval_batch_size: int = 64, log_every: int = 100, seed: int = 12345,
-             save_model: bool = True) -> dict[str, Any]:
-    """Fine-tunes the model at `init` on `tasks.make_task()` in `workdir`; returns the final and best evaluations.
+             save_model: bool = True, family: str = "classification", restore_head: bool = False) -> dict[str, Any]:
+    """Fine-tunes the model at `init` on the task of `family` in `workdir`; returns the final and best evaluations.
 
     Args:
-      max_seq_length: tokens per example, [CLS]/[SEP] included (longer pairs are truncated).
-      batch_size: examples per step (global; must divide over the mesh's data axes).
-      num_train_steps / num_epochs: training length, exactly one of them (epochs drop each epoch's remainder).
+      max_seq_length: tokens per example, [CLS]/[SEP] included (longer pairs are truncated; SQuAD windows).
+      batch_size: examples (SQuAD: windows, RACE: questions) per step (global; must divide over the mesh's data
+        axes).
+      num_train_steps / num_epochs: training length, exactly one of them (epochs drop each epoch's remainder);
+        num_train_steps = 0 only evaluates (with restore_head, a fine-tuned or imported model as it is).
       warmup_steps: linear warmup steps; None: warmup_proportion of the steps.
       learning_rate: peak learning rate. weight_decay: decoupled, not on LayerNorm/bias.
       optimizer: 'adamw_original' (the original's AdamWeightDecay, no bias correction) or 'adamw' (optax).
@@ -227,14 +191,16 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
         pretrained config's. classifier_dropout: on the pooled output. dtype: compute dtype override.
       eval_every: evaluate every this many steps (0: only at the end). log_every: steps between log lines.
       seed: classifier init, dropout and data order. save_model: write workdir/model at the end.
+      family: 'classification' (`make_task`), 'squad' (`make_squad_task`) or 'race' (`make_race_task`); see
+        `downstream.families`. restore_head: start from the head stored with `init` instead of a fresh one.
     """
     if jax.process_count() > 1:
         raise RuntimeError("fine-tuning runs in one process (over all its local devices); run it on one host")
     if (num_train_steps is None) == (num_epochs is None):
         raise ValueError("set exactly one of finetune.num_train_steps and finetune.num_epochs")
-    task = tasks.make_task()
+    task = families.make_family(family)
     if not task.eval_splits:
-        raise ValueError(f"task {task.name!r} has no evaluation split: add one to make_task.files (or eval_splits)")
+        raise ValueError(f"task {task.name!r} has no evaluation split: add one to the task's files (or eval_splits)")
     pretrained = load_pretrained(init, init_step)
     tokenizer = model_tokenizer(pretrained, vocab)
     vocab_path, config = tokenizer.path, pretrained.config
@@ -250,11 +216,10 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.gin").write_text(gin.config_str())
     started = time.time()
-    train = tasks.encode(tasks.read_split(task, task.train_split), tokenizer, max_seq_length)
-    evals = {split: tasks.encode(tasks.read_split(task, split), tokenizer, max_seq_length)
-             for split in task.eval_splits}
+    train = task.features(task.train_split, tokenizer, max_seq_length) if num_train_steps != 0 else []
+    evals = {split: task.features(split, tokenizer, max_seq_length) for split in task.eval_splits}
     steps_per_epoch = len(train) // batch_size
-    if steps_per_epoch == 0:
+    if steps_per_epoch == 0 and num_train_steps != 0:
         raise ValueError(f"the train split has {len(train)} examples, fewer than finetune.batch_size={batch_size}")
     total = num_train_steps if num_train_steps is not None else max(1, int(num_epochs * steps_per_epoch))
     warmup = warmup_steps if warmup_steps is not None else int(warmup_proportion * total)
@@ -262,49 +227,54 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
           f"({', '.join(f'{s} {len(e)}' for s, e in evals.items())}), {total} steps of {batch_size}, warmup {warmup}, "
           f"lr {learning_rate}; data ready in {time.time() - started:.1f}s.", flush=True)
 
-    schedule = optim.make_schedule(peak_learning_rate=learning_rate, warmup_steps=warmup, num_train_steps=total)
-    model = AlbertClassifier(config, task.num_labels, classifier_dropout)
-    boxed = abstract_classifier_params(model, max_seq_length)
-    runner = Runner(model, make_optimizer(optimizer, boxed, schedule, weight_decay), schedule, max_seq_length, seed,
-                    boxed)
+    schedule = optim.make_schedule(peak_learning_rate=learning_rate, warmup_steps=warmup,
+                                   num_train_steps=max(total, 1))
+    model = task.model(config, classifier_dropout)
+    boxed = jax.eval_shape(task.init_fn(model, max_seq_length), jax.random.PRNGKey(0))
+    runner = Runner(task, model, make_optimizer(optimizer, boxed, schedule, weight_decay), schedule, max_seq_length,
+                    seed, boxed)
     ways = partitioning.data_parallel_size(runner.mesh)
     if batch_size % ways or eval_batch_size % ways:
         raise ValueError(f"finetune.batch_size={batch_size} and eval_batch_size={eval_batch_size} must be multiples "
                          f"of the {ways} data-parallel devices")
-    state = runner.initial_state(pretrained.params["albert"])
+    state = runner.initial_state(pretrained.params, restore_head)
     del pretrained
 
     writer = MetricsWriter(str(out), subdir="tensorboard", jsonl_name="train.jsonl")
     order_rng = np.random.default_rng(seed)
     order = np.empty(0, np.int64)
     results: dict[str, dict[str, float]] = {}
-    for step in range(1, total + 1):
-        if len(order) < batch_size:
+    for step in range(1 if total else 0, total + 1):
+        if step == 0:  # evaluation only
+            pass
+        elif len(order) < batch_size:
             order = order_rng.permutation(len(train))[: steps_per_epoch * batch_size]
-        indices, order = order[:batch_size], order[batch_size:]
-        state, step_metrics = runner.train_step(state, tasks.make_batch(train, indices, max_seq_length, batch_size))
-        if step % log_every == 0 or step == total:
+        if step:
+            indices, order = order[:batch_size], order[batch_size:]
+            state, step_metrics = runner.train_step(state, train.batch(indices, batch_size))
+        if step and (step % log_every == 0 or step == total):
             host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
             writer.write(step, host)
             print(f"step {step}/{total} " + " ".join(f"{k} {v:.4g}" for k, v in sorted(host.items())), flush=True)
         if (eval_every and step % eval_every == 0) or step == total:
-            results = evaluate(runner, state.params, task, evals, max_seq_length, eval_batch_size)
+            results = evaluate(runner, state.params, task, evals, eval_batch_size, out / "eval" / f"step_{step}")
             improved = _record_eval(out, step, task, results)
             writer.write(step, {f"eval/{s}/{m}": v for s, r in results.items() for m, v in r.items()})
             print(f"eval step {step}: {json.dumps(results)}{' (best so far)' if improved else ''}", flush=True)
     writer.close()
     if save_model:
-        _save_model(out / "model", config, state.params, task, vocab_path, max_seq_length, init)
+        _save_model(out / "model", config, state.params, task.task, family, vocab_path, max_seq_length, init)
     best = json.loads((out / "eval" / "best.json").read_text())
     return {"final": results, "best": best, "steps": total}
 
 
-def _save_model(directory: Path, config: AlbertConfig, params: Any, task: tasks.Task, vocab: str,
+def _save_model(directory: Path, config: AlbertConfig, params: Any, task: Any, family: str, vocab: str,
                 max_seq_length: int, init: str) -> None:
-    """albert_config.json + params/ (encoder and classifier) + task.json + the vocabulary, loadable again by
+    """albert_config.json + params/ (encoder and head) + task.json + the vocabulary, loadable again by
     `load_pretrained` (whose encoder can start another fine-tuning)."""
     folder.write(directory, config, jax.device_get(params), files=[Path(vocab)], force=True)
-    record = {"task": dataclasses.asdict(task), "max_seq_length": max_seq_length, "init": str(init)}
+    record = {"family": family, "task": dataclasses.asdict(task), "max_seq_length": max_seq_length,
+              "init": str(init)}
     (directory / folder.TASK_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
