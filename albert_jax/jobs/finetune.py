@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import inspect
 import json
 import math
 import sys
@@ -293,10 +294,14 @@ def run(args: argparse.Namespace) -> int:
     """`albert-jax finetune`: gin is already applied (by the CLI); a dry run checks the task config."""
     if not args.gin_file:
         raise ValueError("finetune needs a task: --gin_file=finetune/<task>.gin (e.g. finetune/sst2.gin).")
-    task = tasks.make_task()
+    try:
+        family = gin.query_parameter("finetune.family")
+    except ValueError:
+        family = inspect.signature(finetune).parameters["family"].default
+    task = families.make_family(family)  # builds the task from gin: a wrong task binding fails here
     if args.dry_run:
-        print(f"dry run: would fine-tune {args.model} on {task.name} ({task.num_labels} labels, metrics "
-              f"{', '.join(task.metrics)}) into {args.workdir}")
+        print(f"dry run: would fine-tune {args.model} on {task.name} ({family}; evaluation splits "
+              f"{', '.join(task.eval_splits)}) into {args.workdir}")
         return 0
     result = finetune(args.model, args.workdir, vocab=args.vocab, init_step=args.step)
     print(json.dumps({"best": result["best"]}), flush=True)
