@@ -14,7 +14,6 @@ user error, 2 usage.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import re
 import sys
@@ -75,16 +74,6 @@ def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
             if not missing or missing.group(1) not in DATA_MACROS or len(extra) >= len(DATA_MACROS):
                 raise
             extra.append(f"{missing.group(1)} = ''")
-
-
-def gin_default(selector: str, function: Any, parameter: str) -> Any:
-    """A gin-bound parameter value, else the function's own default."""
-    import gin
-
-    try:
-        return gin.query_parameter(f"{selector}.{parameter}")
-    except ValueError:
-        return inspect.signature(function).parameters[parameter].default
 
 
 if __name__ == "__main__":  # one entry for every job: the CLI

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
 import os
 import sys
@@ -20,10 +21,16 @@ REMAT_ORDER = ("none", "dots_with_no_batch_dims_saveable", "dots_saveable", "ful
 
 
 def _setting(selector: str, parameter: str) -> Any:
-    from albert_jax.jobs import compile as compile_job, train
+    """A gin-bound parameter of the train job, else the function's own default."""
+    import gin
+
+    from albert_jax.jobs import train
 
     functions = {"train": train.train}
-    return compile_job.gin_default(selector, functions[selector], parameter)
+    try:
+        return gin.query_parameter(f"{selector}.{parameter}")
+    except ValueError:
+        return inspect.signature(functions[selector]).parameters[parameter].default
 
 
 def plan(topology: str, num_slices: int = 1, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
