@@ -137,19 +137,26 @@ def entry() -> None:
     sys.exit(main(sys.argv[1:]))
 
 
-def launch(argv: Sequence[str]) -> int:
-    """launch.py's flags (`--mode=train|eval|describe|compile`, `--describe`, `--init=MODEL`) as `albert-jax` words:
-    `--mode=eval --init=M ...` runs `albert-jax eval --model=M ...`; everything else passes through."""
+def launch_argv(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """launch.py's flags (`--mode=train|eval|describe|compile`, `--describe`, `--init=MODEL`) as `albert-jax`
+    words: `--mode=eval --init=M ...` is `albert-jax eval --model=M ...`; everything else passes through.
+    Returns (subcommand, the `albert-jax` argv); a bad --mode exits as argparse does (code 2)."""
     alias = argparse.ArgumentParser(prog="launch.py", add_help=False, allow_abbrev=False)
     alias.add_argument("--mode", choices=("train", "eval", "describe", "compile"), default="train")
     alias.add_argument("--describe", action="store_true")
     alias.add_argument("--init", default=None)
+    known, rest = alias.parse_known_args(list(argv))
+    mode = "describe" if known.describe else known.mode
+    return mode, [mode, *rest, *(["--model", known.init] if known.init else [])]
+
+
+def launch(argv: Sequence[str]) -> int:
+    """`python launch.py ...`: the original entry point, run as the `albert-jax` subcommand it names."""
     try:
-        known, rest = alias.parse_known_args(list(argv))
+        mode, translated = launch_argv(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
-    mode = "describe" if known.describe else known.mode
-    if "-h" in rest or "--help" in rest:
-        print(f"launch.py is an alias of `albert-jax {mode}` (--mode=train|eval|describe|compile or --describe picks the "
-              f"subcommand; --init is --model). The flags of `albert-jax {mode}`:\n")
-    return main([mode, *rest, *(["--model", known.init] if known.init else [])])
+    if "-h" in argv or "--help" in argv:
+        print(f"launch.py is an alias of `albert-jax {mode}` (--mode=train|eval|describe|compile or --describe "
+              f"picks the subcommand; --init is --model). The flags of `albert-jax {mode}`:\n")
+    return main(translated)
