@@ -63,14 +63,17 @@ def run(args: argparse.Namespace) -> int:
 def parse_gin(gin_files: Sequence[str], bindings: Sequence[str]) -> None:
     """gin_setup.parse, with the data-directory macros a paper file requires bound to '' if left unset."""
     from albert_jax import gin_setup
+    from albert_jax.jobs import configurables
 
+    configurables.register_all()
     extra: list[str] = []
     while True:
         try:
             gin_setup.parse(list(gin_files), [*extra, *bindings])
             return
         except gin_setup.GinConfigError as error:
-            missing = re.search(r"No bindings specified for '(\w+)/gin.macro'", str(error))
+            missing = (re.search(r"No bindings specified for '(\w+)/gin.macro'", str(error))
+                       or re.search(r"the gin files need (\w+) \(declared %gin.REQUIRED\)", str(error)))
             if not missing or missing.group(1) not in DATA_MACROS or len(extra) >= len(DATA_MACROS):
                 raise
             extra.append(f"{missing.group(1)} = ''")
