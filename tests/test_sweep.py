@@ -140,7 +140,7 @@ def test_collect_writes_csv_markdown_and_plots(tmp_path):
     markdown = open(os.path.join(out, "results.md")).read()
     assert markdown.startswith("# Table 4 at demo scale")
     assert "| e32_all_shared | 0.48M | 20.0 | 60.0 | 7.000 | 0.690 | 1,000 | 400 | 128 | all-shared |" in markdown
-    assert "e32_not_shared (partial)" in markdown and "Reproduce: `python -m albert_jax.jobs.sweep X`" in markdown
+    assert "e32_not_shared (partial)" in markdown and "Reproduce: `albert-jax sweep X`" in markdown
     for name, size in (("loss_curves.png", (495, 1430)), ("params_vs_mlm.png", (495, 770))):
         image = matplotlib.image.imread(os.path.join(out, name))
         assert image.shape[:2] == size and np.ptp(image) > 0, name
