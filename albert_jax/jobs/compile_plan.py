@@ -107,14 +107,19 @@ def advice(report: dict[str, Any], config: Any) -> str:
     used = report.get("hbm_peak_bytes")
     mesh = report["mesh"]
     tips = []
-    if state > 0.4 * cap and mesh.get("fsdp", 1) * mesh.get("tensor", 1) < report["num_chips"]:
+    if state > 0.1 * cap and mesh.get("fsdp", 1) * mesh.get("tensor", 1) < report["num_chips"]:
         tips.append("shard parameters and optimizer state over more chips (--gin_file=mesh/fsdp.gin, or "
                     "--gin.MeshConfig.fsdp=-1 --gin.MeshConfig.data=1)")
     if config.remat_policy in ("none", "dots_with_no_batch_dims_saveable"):
         tips.append("recompute activations in the backward pass (--gin.AlbertConfig.remat_policy='dots_saveable' "
                     "or 'full')")
-    tips.append(f"split the batch into more microbatches (--gin.train.num_microbatches="
-                f"{2 * report['num_microbatches']})")
+    # Activations scale with the microbatch: the count that would bring them under what the state leaves free.
+    free = cap - state
+    needed = 2 * report["num_microbatches"]
+    if used and free > 0 and used > state:
+        needed = max(needed, report["num_microbatches"] * 2 ** math.ceil(math.log2((used - state) / free)))
+    tips.append(f"split the batch into more microbatches (--gin.train.num_microbatches={needed} would bring "
+                f"activations under the free HBM if they scale with the microbatch)")
     if config.dtype == "float32":
         tips.append("compute in bfloat16 (--gin.AlbertConfig.dtype='bfloat16')")
     used_text = f"needs {used / gib:.1f} GiB" if used else "needs more than it has"
@@ -122,7 +127,7 @@ def advice(report: dict[str, Any], config: Any) -> str:
             f"(parameters and optimizer state {state / gib:.2f} GiB per chip on mesh {mesh}; the rest is "
             f"activations and temporaries of batch {report['global_batch_size']} x {report['seq_length']} over "
             f"{report['num_microbatches']} microbatch(es), remat '{config.remat_policy}'). Compiler: "
-            f"{report.get('compiler_message', 'peak above capacity')}. Try: " + "; ".join(tips) +
+            f"{report.get('compiler_message', 'peak above capacity').rstrip('.')}. Try: " + "; ".join(tips) +
             ". Or run `albert-jax compile --search` with the same flags.")
 
 
