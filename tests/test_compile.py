@@ -9,7 +9,7 @@ import pytest
 
 from albert_jax import describe, hardware
 from albert_jax.config import AlbertConfig
-from albert_jax.jobs import compile as compile_job
+from albert_jax.jobs import cli
 
 TINY = ["--gin_file=models/tiny.gin", "--gin_file=scale/tiny.gin", "--gin_file=optim/lamb.gin",
         "--gin_file=mesh/fsdp.gin", "--gin.train.global_batch_size=32"]
@@ -31,7 +31,7 @@ def test_slice_names_follow_cloud_tpu() -> None:
 
 
 def test_tiny_plan_on_v5e_4_matches_the_analytic_counts(capsys: pytest.CaptureFixture) -> None:
-    code = compile_job.main([*TINY, "--topology=v5e-4", "--json"])
+    code = cli.main(["compile", *TINY, "--topology=v5e-4", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["fits"] is True
     assert report["mesh"] == {"data": 1, "fsdp": 4, "tensor": 1} and report["num_chips"] == 4
@@ -65,7 +65,7 @@ def test_tiny_plan_on_v5e_4_matches_the_analytic_counts(capsys: pytest.CaptureFi
 
 
 def test_a_plan_that_cannot_fit_exits_3_with_the_reason(capsys: pytest.CaptureFixture) -> None:
-    code = compile_job.main([*TINY, "--gin.train.global_batch_size=131072", "--gin.MeshConfig.fsdp=1",
+    code = cli.main(["compile", *TINY, "--gin.train.global_batch_size=131072", "--gin.MeshConfig.fsdp=1",
                              "--gin.MeshConfig.data=-1", "--topology=v5e-1", "--json"])
     captured = capsys.readouterr()
     report = json.loads(captured.out)
@@ -75,5 +75,5 @@ def test_a_plan_that_cannot_fit_exits_3_with_the_reason(capsys: pytest.CaptureFi
 
 
 def test_unknown_topology_is_a_user_error(capsys: pytest.CaptureFixture) -> None:
-    assert compile_job.main([*TINY, "--topology=v9-8"]) == 1
+    assert cli.main(["compile", *TINY, "--topology=v9-8"]) == 1
     assert "not a TPU slice name" in capsys.readouterr().err
