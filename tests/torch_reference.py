@@ -143,3 +143,71 @@ def fill_mask(hf_dir: str, text: str, top_k: int) -> tuple[list[int], list[list[
         order = np.argsort(-probabilities[position], kind="stable")[:top_k]
         top.append([(int(i), float(probabilities[position, i])) for i in order])
     return [int(i) for i in ids], top
+
+
+def _tf_release_model(cfg: dict[str, Any], variables: dict[str, np.ndarray]) -> tuple[Any, list[str], list[str]]:
+    """transformers' AlbertForPreTraining holding the values of an original TF checkpoint (tests/test_convert_tf.py
+    writes them under the original names): this module's own name table, kernels transposed to [out, in]. With the
+    missing and unexpected names load_state_dict reports."""
+    L, G, H, E = cfg["num_hidden_layers"], cfg["num_hidden_groups"], cfg["hidden_size"], cfg["embedding_size"]
+    hf_groups = G if all(int(i / (L / G)) == int(i / L * G) for i in range(L)) else L
+    config = transformers.AlbertConfig(
+        vocab_size=cfg["vocab_size"], embedding_size=E, hidden_size=H, num_hidden_layers=L,
+        num_hidden_groups=hf_groups, num_attention_heads=cfg["num_attention_heads"],
+        intermediate_size=cfg["intermediate_size"], inner_group_num=1, hidden_act="gelu_new",
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.0,
+        max_position_embeddings=cfg["max_position_embeddings"], type_vocab_size=cfg["type_vocab_size"],
+        layer_norm_eps=1e-12, attn_implementation="eager")
+    v = {name: torch.from_numpy(value.copy()) for name, value in variables.items()}
+    state = {"albert.embeddings.word_embeddings.weight": v["bert/embeddings/word_embeddings"],
+             "albert.embeddings.position_embeddings.weight": v["bert/embeddings/position_embeddings"],
+             "albert.embeddings.token_type_embeddings.weight": v["bert/embeddings/token_type_embeddings"],
+             "albert.embeddings.LayerNorm.weight": v["bert/embeddings/LayerNorm/gamma"],
+             "albert.embeddings.LayerNorm.bias": v["bert/embeddings/LayerNorm/beta"],
+             "albert.pooler.weight": v["bert/pooler/dense/kernel"].T,
+             "albert.pooler.bias": v["bert/pooler/dense/bias"],
+             "predictions.dense.weight": v["cls/predictions/transform/dense/kernel"].T,
+             "predictions.dense.bias": v["cls/predictions/transform/dense/bias"],
+             "predictions.LayerNorm.weight": v["cls/predictions/transform/LayerNorm/gamma"],
+             "predictions.LayerNorm.bias": v["cls/predictions/transform/LayerNorm/beta"],
+             "predictions.bias": v["cls/predictions/output_bias"],
+             "predictions.decoder.weight": v["bert/embeddings/word_embeddings"],
+             "predictions.decoder.bias": v["cls/predictions/output_bias"],
+             "sop_classifier.classifier.weight": v["cls/seq_relationship/output_weights"],
+             "sop_classifier.classifier.bias": v["cls/seq_relationship/output_bias"]}
+    if E != H:
+        mapping = "bert/encoder/embedding_hidden_mapping_in"
+        state["albert.encoder.embedding_hidden_mapping_in.weight"] = v[f"{mapping}/kernel"].T
+        state["albert.encoder.embedding_hidden_mapping_in.bias"] = v[f"{mapping}/bias"]
+    else:
+        state["albert.encoder.embedding_hidden_mapping_in.weight"] = torch.eye(H)
+        state["albert.encoder.embedding_hidden_mapping_in.bias"] = torch.zeros(H)
+    pairs = {"attention.query": "attention_1/self/query", "attention.key": "attention_1/self/key",
+             "attention.value": "attention_1/self/value", "attention.dense": "attention_1/output/dense",
+             "ffn": "ffn_1/intermediate/dense", "ffn_output": "ffn_1/intermediate/output/dense"}
+    norms = {"attention.LayerNorm": "LayerNorm", "full_layer_layer_norm": "LayerNorm_1"}
+    for hf_group in range(hf_groups):
+        tf_groups = {int(i / L * G) for i in range(L) if int(i / (L / hf_groups)) == hf_group}
+        assert len(tf_groups) == 1
+        tf_prefix = f"bert/encoder/transformer/group_{tf_groups.pop()}/inner_group_0/"
+        hf_prefix = f"albert.encoder.albert_layer_groups.{hf_group}.albert_layers.0."
+        for hf_name, tf_name in pairs.items():
+            state[f"{hf_prefix}{hf_name}.weight"] = v[f"{tf_prefix}{tf_name}/kernel"].T
+            state[f"{hf_prefix}{hf_name}.bias"] = v[f"{tf_prefix}{tf_name}/bias"]
+        for hf_name, tf_name in norms.items():
+            state[f"{hf_prefix}{hf_name}.weight"] = v[f"{tf_prefix}{tf_name}/gamma"]
+            state[f"{hf_prefix}{hf_name}.bias"] = v[f"{tf_prefix}{tf_name}/beta"]
+    model = transformers.AlbertForPreTraining(config).eval()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    return model, sorted(missing), sorted(unexpected)
+
+
+def tf_release_logits(cfg: dict[str, Any], variables: dict[str, np.ndarray],
+                      batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """MLM logits at `masked_lm_positions` and SOP logits on `batch` of the model `_tf_release_model` builds from
+    a TF release's config dict and variables, with the names load_state_dict left missing or unexpected."""
+    model, missing, unexpected = _tf_release_model(cfg, variables)
+    with torch.no_grad():
+        out = model(**_inputs(batch))
+    mlm = np.take_along_axis(out.prediction_logits.numpy(), batch["masked_lm_positions"][..., None], axis=1)
+    return {"mlm": mlm, "sop": out.sop_logits.numpy(), "missing": missing, "unexpected": unexpected}
