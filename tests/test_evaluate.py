@@ -111,8 +111,9 @@ def eval_batches(eval_dir: str, gin_file: str | None = None) -> list[dict[str, n
 
 
 def tensorboard_scalars(directory: Path, tag: str) -> dict[int, float]:
-    """{step: value} of `tag` in the TFRecord event files under `directory`, parsed here."""
-    from tensorboardX.proto import event_pb2
+    """{step: value} of `tag` in the TFRecord event files under `directory`, parsed here with TensorFlow's own
+    Event proto (the writer is tensorboardX's)."""
+    from tensorflow.core.util import event_pb2
 
     values = {}
     for path in sorted(directory.glob("events.out.tfevents*")):
