@@ -11,14 +11,11 @@ Unanswerable questions (v2.0) take the sentence from another document, so its te
 RACE: the article is a paragraph; a question is one of its sentences with a span replaced by "_"; the options are that span and three spans of the same word count drawn
 from other documents whose words do not occur in the article; the level is 'middle' for paragraphs of at most
 three sentences, else 'high'. Documents are split between train and dev (every `dev_every`-th goes to dev).
-
-    python -m albert_jax.downstream.synthetic squad --text cache/demo/text/python-docs.txt --out DIR [--v2]
-    python -m albert_jax.downstream.synthetic race --text cache/demo/text/python-docs.txt --out DIR
+`albert-jax data synthetic-qa` writes them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -171,26 +168,3 @@ def write_race(text_path: str | Path, out_dir: str | Path, train: int = 2000, de
             (root / level / f"{record['id']}.txt").write_text(json.dumps(record) + "\n", encoding="utf-8")
         paths[split] = str(root)
     return paths
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m albert_jax.downstream.synthetic",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=("squad", "race"))
-    parser.add_argument("--text", required=True, help="corpus: one sentence per line, blank line between documents")
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--train", type=int, default=2000, help="train questions")
-    parser.add_argument("--dev", type=int, default=300, help="dev questions")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--v2", action="store_true", help="squad: one third unanswerable questions (v2.0 format)")
-    args = parser.parse_args(argv)
-    if args.kind == "squad":
-        paths = write_squad(args.text, args.out, args.train, args.dev, args.seed, 1 / 3 if args.v2 else 0.0)
-    else:
-        paths = write_race(args.text, args.out, args.train, args.dev, args.seed)
-    print(json.dumps(paths))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,8 +1,9 @@
 """`albert-jax`: the one command line. Each subcommand is a module of albert_jax/jobs with
 `add_arguments(parser)` and `run(args) -> int`, imported only when it runs (so `--help` is fast).
 
-Exit codes: 0 done; 1 a user error (bad input, missing file, bad gin binding), printed as one paragraph
-without a traceback (ALBERT_JAX_DEBUG=1 re-raises it); 2 a usage error (unknown subcommand or flag).
+Exit codes: 0 done; 1 the job failed on its input (missing file, damaged checkpoint, non-finite loss); 2 a usage
+or configuration error (unknown subcommand or flag, bad gin binding or sweep grid); 3 `compile`: the plan does
+not fit. Errors are printed as one paragraph without a traceback (ALBERT_JAX_DEBUG=1 re-raises them).
 """
 
 from __future__ import annotations

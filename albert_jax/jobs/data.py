@@ -10,4 +10,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("albert_jax.jobs.data_prepare", "tokenize a corpus into train/eval ArrayRecord files"),
     "instances": ("albert_jax.jobs.data_instances", "write pretraining instances (dynamic or statically masked)"),
     "stats": ("albert_jax.jobs.data_stats", "statistics of the examples a gin-configured input pipeline yields"),
+    "synthetic-qa": ("albert_jax.jobs.data_synthetic_qa", "a small synthetic SQuAD / RACE set from a text corpus"),
 }

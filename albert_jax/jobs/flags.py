@@ -18,7 +18,8 @@ SHARED = """shared flags (where a subcommand takes them):
   --step=N            a checkpoint step of a run (default: its latest)
   --dry_run           parse the flags and the gin config, check them, and exit without running
 
-exit codes: 0 done, 1 a user error (one paragraph; ALBERT_JAX_DEBUG=1 shows the traceback), 2 a usage error"""
+exit codes: 0 done, 1 the job failed on its input, 2 a usage or configuration error (bad flag, gin binding or
+  grid), 3 compile: the plan does not fit; errors are one paragraph (ALBERT_JAX_DEBUG=1 shows the traceback)"""
 
 GIN_HELP = ("gin bindings: --gin.NAME=VALUE, repeatable, applied after the gin files in order (later wins),\n"
             "  e.g. --gin.AlbertConfig.hidden_size=256 --gin.TEXT_FILES=\"['corpus.txt']\"")
