@@ -20,7 +20,7 @@ $(VENV)/.runtime: requirements.txt pyproject.toml
 
 $(VENV)/.test: requirements-test.txt $(VENV)/.runtime
 	$(PIP) install -q --timeout 15 --retries 0 --index-url $(TORCH_CPU_INDEX) "$(TORCH_PIN)" \
-	  || echo "make: PyTorch's CPU index did not answer; installing the default torch wheel from PyPI"
+	  || echo "make: no CPU torch wheel from PyTorch's index here (unreachable, or it has no $(TORCH_PIN)); installing the default torch wheel from PyPI (the CUDA build, ~3.7 GB more)"
 	$(PIP) install -q -r requirements-test.txt
 	touch $@
 
