@@ -78,8 +78,9 @@ def test_state_is_created_sharded():
     assert ffn_kernel.addressable_shards[0].data.shape == (CONFIG.num_ffn_copies, CONFIG.hidden_size // 8, 64)
 
 
-def test_microbatches_match_full_batch(reference):
-    losses, params, _ = run((2, 1, 1), make_batches(3), microbatches=2)
+@pytest.mark.parametrize("mesh_shape", [(2, 1, 1), (2, 2, 2), (1, 4, 2)])
+def test_microbatches_match_full_batch(reference, mesh_shape):
+    losses, params, _ = run(mesh_shape, make_batches(3), microbatches=2)
     np.testing.assert_allclose(losses, reference[0], rtol=2e-5)
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(reference[1])):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)

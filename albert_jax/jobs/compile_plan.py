@@ -160,7 +160,9 @@ def format_report(r: dict[str, Any]) -> str:
             f"{r['xla_cost_bytes_accessed_per_chip']:.4g} bytes (counts each loop body once)",
             f"  HBM bytes per chip (XLA's, scaled by the loop undercount)  {r['hbm_bytes_accessed_per_chip']:.4g}",
             f"  collectives per chip  {coll or 'none'}",
-            f"  shared layer, one gather per step would be  {r['shared_layer_gather_bytes_once'] / 2**20:.1f} MiB",
+            f"  shared layer, one gather per step would be  {r['shared_layer_gather_bytes_once'] / 2**20:.1f} MiB; "
+            f"parameter gathers and gradient reductions outside every loop: "
+            f"{'yes' if r['gathers_hoisted'] else 'no ' + str(r['collective_runs_in_loops'])}",
             f"  roofline: compute {r['compute_seconds'] * 1e3:.1f} ms, HBM {r['hbm_seconds'] * 1e3:.1f} ms "
             f"({r['bound']}-bound), collectives {r['collective_seconds'] * 1e3:.1f} ms",
             f"  predicted step {r['predicted_step_seconds'] * 1e3:.1f} ms, "
