@@ -4,7 +4,8 @@ Each test writes a TF checkpoint itself with `tf.compat.v1.train.Saver`, under t
 implementation (reference section 5: `bert/...`, `cls/...`, `<var>/adam_m`, `<var>/adam_v`, `global_step`), from
 random arrays. The same arrays are mapped to transformers' PyTorch names by this test's own table (kernels
 transposed to [out, in]), loaded into `transformers.AlbertForPreTraining`, and its outputs are the reference for
-the imported model. Nothing is downloaded.
+the imported model. PyTorch runs in the session's torch worker (tests/conftest.py, tests/torch_reference.py, which
+holds that table): this process imports TensorFlow and never torch. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -20,14 +21,13 @@ import orbax.checkpoint as ocp
 import pytest
 
 import tensorflow as tf
-import torch
-import transformers
 
-from albert_jax.config import AlbertConfig  # noqa: E402
-from albert_jax.convert import tf as convert_tf  # noqa: E402
-from albert_jax.jobs import convert as convert_job  # noqa: E402
-from albert_jax.convert.hf import ConversionError, expected_shapes  # noqa: E402
-from albert_jax.model import AlbertForPreTraining  # noqa: E402
+from albert_jax.config import AlbertConfig
+from albert_jax.convert import tf as convert_tf
+from albert_jax.convert.hf import ConversionError, expected_shapes
+from albert_jax.jobs import cli
+from albert_jax.model import AlbertForPreTraining
+from conftest import TorchWorker
 from hf_fixtures import padded_batch
 
 TOLERANCE = 1e-5
@@ -119,62 +119,6 @@ def write_release(root: Path, cfg: dict[str, Any], variables: dict[str, np.ndarr
     return root
 
 
-def torch_model(cfg: dict[str, Any], variables: dict[str, np.ndarray]) -> Any:
-    """transformers' AlbertForPreTraining holding the same values (this test's own name table)."""
-    L, G, H, E = cfg["num_hidden_layers"], cfg["num_hidden_groups"], cfg["hidden_size"], cfg["embedding_size"]
-    hf_groups = G if all(int(i / (L / G)) == int(i / L * G) for i in range(L)) else L
-    config = transformers.AlbertConfig(
-        vocab_size=cfg["vocab_size"], embedding_size=E, hidden_size=H, num_hidden_layers=L,
-        num_hidden_groups=hf_groups, num_attention_heads=cfg["num_attention_heads"],
-        intermediate_size=cfg["intermediate_size"], inner_group_num=1, hidden_act="gelu_new",
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout_prob=0.0,
-        max_position_embeddings=cfg["max_position_embeddings"], type_vocab_size=cfg["type_vocab_size"],
-        layer_norm_eps=1e-12, attn_implementation="eager")
-    v = {name: torch.from_numpy(value.copy()) for name, value in variables.items()}
-    state = {"albert.embeddings.word_embeddings.weight": v["bert/embeddings/word_embeddings"],
-             "albert.embeddings.position_embeddings.weight": v["bert/embeddings/position_embeddings"],
-             "albert.embeddings.token_type_embeddings.weight": v["bert/embeddings/token_type_embeddings"],
-             "albert.embeddings.LayerNorm.weight": v["bert/embeddings/LayerNorm/gamma"],
-             "albert.embeddings.LayerNorm.bias": v["bert/embeddings/LayerNorm/beta"],
-             "albert.pooler.weight": v["bert/pooler/dense/kernel"].T,
-             "albert.pooler.bias": v["bert/pooler/dense/bias"],
-             "predictions.dense.weight": v["cls/predictions/transform/dense/kernel"].T,
-             "predictions.dense.bias": v["cls/predictions/transform/dense/bias"],
-             "predictions.LayerNorm.weight": v["cls/predictions/transform/LayerNorm/gamma"],
-             "predictions.LayerNorm.bias": v["cls/predictions/transform/LayerNorm/beta"],
-             "predictions.bias": v["cls/predictions/output_bias"],
-             "predictions.decoder.weight": v["bert/embeddings/word_embeddings"],
-             "predictions.decoder.bias": v["cls/predictions/output_bias"],
-             "sop_classifier.classifier.weight": v["cls/seq_relationship/output_weights"],
-             "sop_classifier.classifier.bias": v["cls/seq_relationship/output_bias"]}
-    if E != H:
-        mapping = "bert/encoder/embedding_hidden_mapping_in"
-        state["albert.encoder.embedding_hidden_mapping_in.weight"] = v[f"{mapping}/kernel"].T
-        state["albert.encoder.embedding_hidden_mapping_in.bias"] = v[f"{mapping}/bias"]
-    else:
-        state["albert.encoder.embedding_hidden_mapping_in.weight"] = torch.eye(H)
-        state["albert.encoder.embedding_hidden_mapping_in.bias"] = torch.zeros(H)
-    pairs = {"attention.query": "attention_1/self/query", "attention.key": "attention_1/self/key",
-             "attention.value": "attention_1/self/value", "attention.dense": "attention_1/output/dense",
-             "ffn": "ffn_1/intermediate/dense", "ffn_output": "ffn_1/intermediate/output/dense"}
-    norms = {"attention.LayerNorm": "LayerNorm", "full_layer_layer_norm": "LayerNorm_1"}
-    for hf_group in range(hf_groups):
-        tf_groups = {int(i / L * G) for i in range(L) if int(i / (L / hf_groups)) == hf_group}
-        assert len(tf_groups) == 1
-        tf_prefix = f"bert/encoder/transformer/group_{tf_groups.pop()}/inner_group_0/"
-        hf_prefix = f"albert.encoder.albert_layer_groups.{hf_group}.albert_layers.0."
-        for hf_name, tf_name in pairs.items():
-            state[f"{hf_prefix}{hf_name}.weight"] = v[f"{tf_prefix}{tf_name}/kernel"].T
-            state[f"{hf_prefix}{hf_name}.bias"] = v[f"{tf_prefix}{tf_name}/bias"]
-        for hf_name, tf_name in norms.items():
-            state[f"{hf_prefix}{hf_name}.weight"] = v[f"{tf_prefix}{tf_name}/gamma"]
-            state[f"{hf_prefix}{hf_name}.bias"] = v[f"{tf_prefix}{tf_name}/beta"]
-    model = transformers.AlbertForPreTraining(config).eval()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    assert not unexpected and set(missing) <= {"albert.embeddings.position_ids"}, (missing, unexpected)
-    return model
-
-
 def restore(out: Path) -> tuple[AlbertConfig, Any]:
     config = AlbertConfig(**json.loads((out / "albert_config.json").read_text()))
     with ocp.StandardCheckpointer() as checkpointer:
@@ -183,13 +127,14 @@ def restore(out: Path) -> tuple[AlbertConfig, Any]:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_import_matches_transformers(case: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_import_matches_transformers(case: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                     torch_worker: TorchWorker) -> None:
     cfg = tf_config(case)
     variables = tf_variables(cfg)
     release = write_release(tmp_path / "release", cfg, variables)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
-        assert convert_job.main(["tf", str(release), str(tmp_path / "out")]) == 0
+        assert cli.main(["convert", "tf", str(release), str(tmp_path / "out")]) == 0
     line = capsys.readouterr().out
     L, G = cfg["num_hidden_layers"], cfg["num_hidden_groups"]
     never_run = 16 * (G - len({int(i / L * G) for i in range(L)}))  # 16 tensors per group
@@ -206,14 +151,11 @@ def test_import_matches_transformers(case: str, tmp_path: Path, capsys: pytest.C
         {"params": params}, jnp.asarray(batch["input_ids"]), jnp.asarray(batch["input_mask"]),
         jnp.asarray(batch["segment_ids"]), jnp.asarray(batch["masked_lm_positions"]), deterministic=True)
 
-    model = torch_model(cfg, variables)
-    with torch.no_grad():
-        out = model(input_ids=torch.from_numpy(batch["input_ids"]),
-                    attention_mask=torch.from_numpy(batch["input_mask"]),
-                    token_type_ids=torch.from_numpy(batch["segment_ids"]))
-    expected_mlm = np.take_along_axis(out.prediction_logits.numpy(), batch["masked_lm_positions"][..., None], axis=1)
-    mlm_diff = np.abs(np.asarray(mlm) - expected_mlm).max()
-    sop_diff = np.abs(np.asarray(sop) - out.sop_logits.numpy()).max()
+    reference = torch_worker("torch_reference", "tf_release_logits", cfg, variables, batch)
+    missing, unexpected = reference["missing"], reference["unexpected"]
+    assert not unexpected and set(missing) <= {"albert.embeddings.position_ids"}, (missing, unexpected)
+    mlm_diff = np.abs(np.asarray(mlm) - reference["mlm"]).max()
+    sop_diff = np.abs(np.asarray(sop) - reference["sop"]).max()
     print(f"{case}: max |diff| MLM logits {mlm_diff:.2e}, SOP logits {sop_diff:.2e}")
     assert mlm_diff < TOLERANCE and sop_diff < TOLERANCE
 
@@ -320,6 +262,6 @@ def test_cli_reports_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
     variables = tf_variables(cfg)
     del variables["cls/predictions/output_bias"]
     release = write_release(tmp_path / "release", cfg, variables, prefix="model.ckpt-7")
-    assert convert_job.main(["tf", str(release), str(tmp_path / "out")]) == 2
+    assert cli.main(["convert", "tf", str(release), str(tmp_path / "out")]) == 1
     assert "cls/predictions/output_bias is missing" in capsys.readouterr().err
     assert not (tmp_path / "out" / "params").exists()

@@ -5,7 +5,8 @@ mode on 1 device and at one `--step` on 4 devices; the metrics agree across devi
 recomputation from the restored parameters on the eval batches. A random transformers AlbertForPreTraining with
 its own SentencePiece vocabulary is evaluated with `--init`; its MLM loss equals transformers' PyTorch model on
 the same batches. Exports of the run workdir and of a converted directory saved sharded on another device count
-load in transformers.
+load in transformers. PyTorch runs in the session's torch worker (tests/conftest.py, tests/torch_reference.py):
+this process never imports torch.
 """
 
 from __future__ import annotations
@@ -28,18 +29,15 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-import torch
-import transformers
 
-from albert_jax.jobs import evaluate
 from albert_jax import gin_setup, pretrained
 from albert_jax.config import AlbertConfig
 from albert_jax.convert import folder, hf
-from albert_jax.jobs import convert as convert_job
 from albert_jax.input import loader as input_loader
 from albert_jax.input.tokenizer import train_vocab
+from albert_jax.jobs import cli, configurables, evaluate
 from albert_jax.model import AlbertForPreTraining
-from hf_fixtures import random_albert_for_pretraining
+from conftest import TorchWorker
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_BATCH = 16
@@ -100,7 +98,7 @@ def eval_batches(eval_dir: str, gin_file: str | None = None) -> list[dict[str, n
     """One pass over the eval split as the evaluator reads it (masking configured by `gin_file`, if any)."""
     gin.clear_config()
     if gin_file:
-        gin_setup.import_configurables()
+        configurables.register_all()
         gin_setup.parse([gin_file], [])
     try:
         config = dataclasses.replace(input_loader.InputConfig(), eval_dir=eval_dir)
@@ -113,8 +111,9 @@ def eval_batches(eval_dir: str, gin_file: str | None = None) -> list[dict[str, n
 
 
 def tensorboard_scalars(directory: Path, tag: str) -> dict[int, float]:
-    """{step: value} of `tag` in the TFRecord event files under `directory`, parsed here."""
-    from tensorboardX.proto import event_pb2
+    """{step: value} of `tag` in the TFRecord event files under `directory`, parsed here with TensorFlow's own
+    Event proto (the writer is tensorboardX's)."""
+    from tensorflow.core.util import event_pb2
 
     values = {}
     for path in sorted(directory.glob("events.out.tfevents*")):
@@ -230,7 +229,7 @@ def test_missing_step_is_a_clear_error(run: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def hf_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def hf_model(tmp_path_factory: pytest.TempPathFactory, torch_worker: TorchWorker) -> dict[str, Path]:
     """A random transformers AlbertForPreTraining with its SentencePiece vocabulary (spiece.model) and a text
     corpus of the same words (one sentence per line, blank lines between documents)."""
     root = tmp_path_factory.mktemp("evaluate_hf")
@@ -239,13 +238,13 @@ def hf_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     vocab = train_vocab([sentence() for _ in range(400)], str(root / "vocab"), 60, num_threads=1)
     (root / "text.txt").write_text("".join("".join(sentence() + " .\n" for _ in range(rng.randint(3, 7))) + "\n"
                                            for _ in range(120)))
-    model = random_albert_for_pretraining(60, std=0.1)
-    model.save_pretrained(root / "hf")
+    torch_worker("torch_reference", "save_tiny_model", str(root / "hf"), 60, 0.1)
     shutil.copyfile(vocab["model"], root / "hf" / "spiece.model")
     return {"root": root, "hf": root / "hf", "text": root / "text.txt"}
 
 
-def test_imported_transformers_model_matches_pytorch_on_its_own_vocabulary(hf_model: dict, run: dict) -> None:
+def test_imported_transformers_model_matches_pytorch_on_its_own_vocabulary(hf_model: dict, run: dict,
+                                                                          torch_worker: TorchWorker) -> None:
     root, out = hf_model["root"], hf_model["root"] / "out"
     proc = launch(["--mode=eval", f"--init={hf_model['hf']}", "--gin_file=corpus/text.gin",
                    f"--gin.TEXT_FILES=['{hf_model['text']}']", f"--gin.DataSpec.cache_dir='{root}/cache'",
@@ -261,17 +260,10 @@ def test_imported_transformers_model_matches_pytorch_on_its_own_vocabulary(hf_mo
 
     batches = eval_batches(written["eval_dir"])
     assert batches[0]["input_ids"].max() < 60
-    reference = transformers.AlbertForPreTraining.from_pretrained(hf_model["hf"], attn_implementation="eager").eval()
-    mlm, sop = [], []
-    with torch.no_grad():
-        for batch in batches:
-            out_t = reference(input_ids=torch.as_tensor(batch["input_ids"], dtype=torch.long),
-                              attention_mask=torch.as_tensor(batch["input_mask"], dtype=torch.long),
-                              token_type_ids=torch.as_tensor(batch["segment_ids"], dtype=torch.long))
-            positions = batch["masked_lm_positions"].astype(np.int64)
-            mlm.append(np.take_along_axis(out_t.prediction_logits.numpy(), positions[:, :, None], 1))
-            sop.append(out_t.sop_logits.numpy())
-    want = expected_metrics(batches, mlm, sop)
+    inputs = [{k: np.asarray(batch[k]) for k in ("input_ids", "input_mask", "segment_ids", "masked_lm_positions")}
+              for batch in batches]
+    reference = torch_worker("torch_reference", "masked_logits", str(hf_model["hf"]), inputs)
+    want = expected_metrics(batches, reference["mlm"], reference["sop"])
     assert want["examples"] > EVAL_BATCH
     assert_metrics(result, want, loss_tol=1e-4)
 
@@ -279,16 +271,15 @@ def test_imported_transformers_model_matches_pytorch_on_its_own_vocabulary(hf_mo
         evaluate.evaluate_pretrained(str(hf_model["hf"]), str(root / "mismatch"), vocab=run["vocab"])
 
 
-def test_exports_load_in_transformers_whatever_device_count_saved_them(run: dict, tmp_path: Path) -> None:
-    assert convert_job.main(["hf", "export", str(run["workdir"]), str(tmp_path / "from_run")]) == 0  # saved on 4, read on 8
+def test_exports_load_in_transformers_whatever_device_count_saved_them(run: dict, tmp_path: Path,
+                                                                       torch_worker: TorchWorker) -> None:
+    export = ["convert", "hf", "export", "--model", str(run["workdir"]), str(tmp_path / "from_run")]
+    assert cli.main(export) == 0  # saved on 4, read on 8
     config, params = restore_checkpoint(run["workdir"], run["steps"][-1])
-    reference = transformers.AlbertForPreTraining.from_pretrained(tmp_path / "from_run",
-                                                                  attn_implementation="eager").eval()
     ids = np.random.default_rng(0).integers(5, config.vocab_size, (2, 16)).astype(np.int32)
     ours, _ = AlbertForPreTraining(config).apply({"params": params}, jnp.asarray(ids), jnp.ones_like(ids),
                                                  jnp.zeros_like(ids), jnp.asarray([list(range(16))] * 2))
-    with torch.no_grad():
-        theirs = reference(input_ids=torch.as_tensor(ids, dtype=torch.long)).prediction_logits.numpy()
+    theirs = torch_worker("torch_reference", "prediction_logits", str(tmp_path / "from_run"), ids)
     np.testing.assert_allclose(np.asarray(ours), theirs, atol=1e-4)
 
     sharded = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.devices()), ("d",)),
@@ -301,7 +292,7 @@ def test_exports_load_in_transformers_whatever_device_count_saved_them(run: dict
             lambda x: jax.device_put(x, sharded) if x.shape and x.shape[0] % 8 == 0 else x, params))
         checkpointer.wait_until_finished()
     env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    proc = subprocess.run([sys.executable, "-m", "albert_jax.jobs.convert", "hf", "export", str(converted),
+    proc = subprocess.run([sys.executable, "-m", "albert_jax.jobs.convert", "hf", "export", "--model", str(converted),
                            str(tmp_path / "from_converted")], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     exported, expected = hf.load_hf_state(tmp_path / "from_converted"), hf.load_hf_state(tmp_path / "from_run")

@@ -22,7 +22,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 from albert_jax import checkpoint, optim, partitioning
-from albert_jax.jobs import finetune
+from albert_jax.jobs import cli, finetune
 from albert_jax.downstream import tasks
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
@@ -130,7 +130,7 @@ finetune.eval_batch_size = 64
 finetune.log_every = 50
 """)
     out = root / "out"
-    assert finetune.main([f"--gin_file={gin_file}", f"--init={root / 'pretrain'}", f"--workdir={out}"]) == 0
+    assert cli.main(["finetune", f"--gin_file={gin_file}", f"--model={root / 'pretrain'}", f"--workdir={out}"]) == 0
     assert "Fine-tuning workdir" in capsys.readouterr().out
     best = json.loads((out / "eval" / "best.json").read_text())
     final = json.loads((out / "eval" / "step_100.json").read_text())["validation"]

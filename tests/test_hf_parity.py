@@ -2,6 +2,8 @@
 
 Every numeric check compares this project's Flax model against `transformers.AlbertForPreTraining` run in
 PyTorch (fp32, eval mode, eager attention) on random weights, including random LayerNorm scales and biases.
+PyTorch runs in the session's torch worker (tests/conftest.py, tests/torch_reference.py): this process never
+imports torch.
 Padded positions are compared too: padding only masks attention *keys* (both models add a large negative score
 there), so both compute the same values at padded query positions as well.
 """
@@ -19,19 +21,17 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-import torch
-import transformers
-
-from albert_jax.config import AlbertConfig  # noqa: E402
-from albert_jax.convert import folder, hf  # noqa: E402
-from albert_jax.jobs import convert as convert_job  # noqa: E402
-from albert_jax.model import AlbertForPreTraining  # noqa: E402
+from albert_jax.config import AlbertConfig
+from albert_jax.convert import folder, hf
+from albert_jax.jobs import cli
+from albert_jax.model import AlbertForPreTraining
+from conftest import TorchWorker
 from hf_fixtures import padded_batch
 
 TOLERANCE = 1e-5
-BATCH, LENGTH, PREDICTIONS = 3, 12, 3
 
 TINY = dict(vocab_size=64, max_position_embeddings=32, type_vocab_size=2, intermediate_size=32)
+BATCH_VOCAB = TINY["vocab_size"]  # the random batches' ids; every imported config must have this vocabulary
 PARITY_CONFIGS = {
     "E!=H,G=1": dict(embedding_size=8, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                      num_hidden_groups=1, hidden_act="gelu_new"),
@@ -47,25 +47,12 @@ PARITY_CONFIGS = {
 }
 
 
-def hf_model(seed: int = 0, identity_projection: bool = False, **overrides: Any) -> Any:
-    """A transformers AlbertForPreTraining with every tensor random (LayerNorm scales around 1)."""
-    torch.manual_seed(seed)
-    config = transformers.AlbertConfig(**{**TINY, **overrides}, attn_implementation="eager")
-    model = transformers.AlbertForPreTraining(config).eval()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "LayerNorm.weight" in name or "layer_norm.weight" in name:
-                param.uniform_(0.5, 1.5)
-            else:
-                param.normal_(0.0, 0.1)
-        if identity_projection:
-            model.albert.encoder.embedding_hidden_mapping_in.weight.copy_(torch.eye(config.hidden_size))
-            model.albert.encoder.embedding_hidden_mapping_in.bias.zero_()
-    return model
-
-
-def state_of(module: Any) -> dict[str, np.ndarray]:
-    return {name: tensor.detach().numpy().copy() for name, tensor in module.state_dict().items()}
+def hf_model(worker: TorchWorker, overrides: dict[str, Any], identity_projection: bool = False,
+             batch: dict[str, np.ndarray] | None = None, save_dir: Path | None = None) -> dict[str, Any]:
+    """A transformers AlbertForPreTraining with every tensor random (LayerNorm scales around 1), built in the torch
+    worker (seed 0): its config dict, state dicts ("state", "base_state" of `.albert`), outputs on `batch`."""
+    return worker("torch_reference", "random_model", {**TINY, **overrides}, 0, identity_projection, batch,
+                  None if save_dir is None else str(save_dir))
 
 
 def ours_outputs(config: AlbertConfig, params: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -79,18 +66,6 @@ def ours_outputs(config: AlbertConfig, params: Any, batch: dict[str, np.ndarray]
         return sequence, pooled, mlm, sop
 
     return dict(zip(("sequence", "pooled", "mlm", "sop"), map(np.asarray, run(params))))
-
-
-def reference_outputs(model: Any, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    inputs = dict(input_ids=torch.tensor(batch["input_ids"]), attention_mask=torch.tensor(batch["input_mask"]),
-                  token_type_ids=torch.tensor(batch["segment_ids"]))
-    with torch.no_grad():
-        base = model.albert(**inputs)
-        full = model(**inputs)
-    rows = np.arange(BATCH)[:, None]
-    return dict(sequence=base.last_hidden_state.numpy(), pooled=base.pooler_output.numpy(),
-                mlm=full.prediction_logits.numpy()[rows, batch["masked_lm_positions"]],
-                sop=full.sop_logits.numpy())
 
 
 def assert_parity(ours: dict[str, np.ndarray], reference: dict[str, np.ndarray], label: str) -> None:
@@ -126,30 +101,32 @@ def assert_trees_equal(a: Any, b: Any) -> None:
 
 
 @pytest.mark.parametrize("name", PARITY_CONFIGS)
-def test_import_matches_transformers(name: str) -> None:
+def test_import_matches_transformers(name: str, torch_worker: TorchWorker) -> None:
     overrides = PARITY_CONFIGS[name]
-    model = hf_model(identity_projection=overrides["embedding_size"] == overrides["hidden_size"], **overrides)
+    batch = padded_batch(BATCH_VOCAB, seed=1)
+    model = hf_model(torch_worker, overrides, overrides["embedding_size"] == overrides["hidden_size"], batch)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        config = hf.config_from_hf(model.config.to_dict())
-        params = hf.params_from_hf(state_of(model), config)
+        config = hf.config_from_hf(model["config"])
+        params = hf.params_from_hf(model["state"], config)
     expanded = not hf.assignments_agree(overrides["num_hidden_groups"], overrides["num_hidden_layers"])
     assert config.num_hidden_groups == (overrides["num_hidden_layers"] if expanded else overrides["num_hidden_groups"])
     assert any("differently" in str(w.message) for w in caught) == expanded
-    batch = padded_batch(config.vocab_size, seed=1)
-    assert_parity(ours_outputs(config, params, batch), reference_outputs(model, batch), f"import {name}")
+    assert config.vocab_size == BATCH_VOCAB
+    assert_parity(ours_outputs(config, params, batch), model["outputs"], f"import {name}")
 
 
-def test_import_albert_model_checkpoint_without_heads() -> None:
+def test_import_albert_model_checkpoint_without_heads(torch_worker: TorchWorker) -> None:
     """An AlbertModel state dict (no `albert.` prefix, no heads): exact encoder, heads freshly initialized."""
-    model = hf_model(**PARITY_CONFIGS["L=4,G=2"])
-    state = state_of(model.albert)
+    batch = padded_batch(BATCH_VOCAB, seed=1)
+    model = hf_model(torch_worker, PARITY_CONFIGS["L=4,G=2"], batch=batch)
+    state = model["base_state"]
     assert not any(k.startswith("albert.") for k in state)
-    config = hf.config_from_hf(model.config.to_dict())
+    config = hf.config_from_hf(model["config"])
+    assert config.vocab_size == BATCH_VOCAB
     with pytest.warns(UserWarning, match="no MLM head .* and no sentence-order head"):
         params = hf.params_from_hf(state, config)
-    batch = padded_batch(config.vocab_size, seed=1)
-    ours, reference = ours_outputs(config, params, batch), reference_outputs(model, batch)
+    ours, reference = ours_outputs(config, params, batch), model["outputs"]
     assert_parity({k: ours[k] for k in ("sequence", "pooled")}, {k: reference[k] for k in ("sequence", "pooled")},
                   "AlbertModel import")
     assert np.all(params["mlm_layer_norm"]["scale"] == 1) and np.all(params["sentence_classifier"]["bias"] == 0)
@@ -168,29 +145,28 @@ EXPORT_CONFIGS = {
 
 
 @pytest.mark.parametrize("name", EXPORT_CONFIGS)
-def test_export_matches_transformers(name: str, tmp_path: Path) -> None:
+def test_export_matches_transformers(name: str, tmp_path: Path, torch_worker: TorchWorker) -> None:
     """Our random weights, exported; transformers loading the files computes what our model computes."""
     config = AlbertConfig(**{**TINY, **EXPORT_CONFIGS[name]})
     params = random_params(config)
     hf.save_hf_dir(config, params, tmp_path)
-    model, info = transformers.AlbertForPreTraining.from_pretrained(tmp_path, output_loading_info=True,
-                                                                    attn_implementation="eager")
-    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
-    assert model.config.num_hidden_groups == hf.hf_num_groups(config)
     batch = padded_batch(config.vocab_size, seed=1)
-    assert_parity(ours_outputs(config, params, batch), reference_outputs(model.eval(), batch), f"export {name}")
+    model = torch_worker("torch_reference", "saved_model", str(tmp_path), batch)
+    info = model["info"]
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert model["num_hidden_groups"] == hf.hf_num_groups(config)
+    assert_parity(ours_outputs(config, params, batch), model["outputs"], f"export {name}")
 
 
 @pytest.mark.parametrize("name", ["L=4,G=2", "E==H,G=2"])
-def test_round_trip_through_transformers_is_exact(name: str, tmp_path: Path) -> None:
+def test_round_trip_through_transformers_is_exact(name: str, tmp_path: Path, torch_worker: TorchWorker) -> None:
     config = AlbertConfig(**{**TINY, **PARITY_CONFIGS[name]})
     params = random_params(config)
     hf.save_hf_dir(config, params, tmp_path / "ours")
-    model, info = transformers.AlbertForPreTraining.from_pretrained(tmp_path / "ours", output_loading_info=True)
+    loaded = torch_worker("torch_reference", "resave", str(tmp_path / "ours"), str(tmp_path / "theirs"))
+    info, base_info = loaded["info"], loaded["base_info"]
     assert not info["missing_keys"] and not info["unexpected_keys"], info
-    _, base_info = transformers.AlbertModel.from_pretrained(tmp_path / "ours", output_loading_info=True)
     assert not base_info["missing_keys"], base_info
-    model.save_pretrained(tmp_path / "theirs")
     loaded_config, loaded = hf.load_hf_dir(tmp_path / "theirs")
     assert loaded_config == config
     assert_trees_equal(loaded, params)
@@ -209,37 +185,37 @@ def test_params_round_trip_is_exact(overrides: dict[str, Any]) -> None:
     assert_trees_equal(hf.params_from_hf(hf.params_to_hf(params, config), config), params)
 
 
-def test_command_line_import_then_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = hf_model(**PARITY_CONFIGS["L=6,G=4,erf-gelu"])
-    model.save_pretrained(tmp_path / "hf")
-    assert convert_job.main(["hf", "import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
+def test_command_line_import_then_export(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         torch_worker: TorchWorker) -> None:
+    hf_model(torch_worker, PARITY_CONFIGS["L=6,G=4,erf-gelu"], save_dir=tmp_path / "hf")
+    assert cli.main(["convert", "hf", "import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
     ours_config = json.loads((tmp_path / "ours" / folder.CONFIG_FILE).read_text())
     assert ours_config["num_hidden_groups"] == 4 and ours_config["hidden_act"] == "gelu"
-    assert convert_job.main(["hf", "export", str(tmp_path / "ours"), str(tmp_path / "back")]) == 0
+    assert cli.main(["convert", "hf", "export", "--model", str(tmp_path / "ours"), str(tmp_path / "back")]) == 0
     original, exported = hf.load_hf_state(tmp_path / "hf"), hf.load_hf_state(tmp_path / "back")
     assert original.keys() == exported.keys()
     assert all(np.array_equal(original[k], exported[k]) for k in original)
 
-    assert convert_job.main(["hf", "import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 2
+    assert cli.main(["convert", "hf", "import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 1
     assert "already exists" in capsys.readouterr().err
-    assert convert_job.main(["hf", "import", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
+    assert cli.main(["convert", "hf", "import", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 1
     assert "nowhere does not exist" in capsys.readouterr().err
-    assert convert_job.main(["hf", "export", str(tmp_path / "hf"), str(tmp_path / "y")]) == 2
+    assert cli.main(["convert", "hf", "export", "--model", str(tmp_path / "hf"), str(tmp_path / "y")]) == 1
     assert "has no albert_config.json" in capsys.readouterr().err
 
 
-def test_clear_errors() -> None:
-    model = hf_model(**PARITY_CONFIGS["E!=H,G=1"])
-    config = hf.config_from_hf(model.config.to_dict())
-    state = state_of(model)
+def test_clear_errors(torch_worker: TorchWorker) -> None:
+    model = hf_model(torch_worker, PARITY_CONFIGS["E!=H,G=1"])
+    config = hf.config_from_hf(model["config"])
+    state = model["state"]
     name = "albert.encoder.albert_layer_groups.0.albert_layers.0.ffn.weight"
     state[name] = state[name][:, :-1]
     with pytest.raises(hf.ConversionError, match=rf"{name} has shape \(32, 15\), expected \(32, 16\)"):
         hf.params_from_hf(state, config)
 
-    square = hf_model(**PARITY_CONFIGS["E==H,G=2"])
+    square = hf_model(torch_worker, PARITY_CONFIGS["E==H,G=2"])
     with pytest.raises(hf.ConversionError, match="not the identity with zero bias: its function cannot be "):
-        hf.params_from_hf(state_of(square), hf.config_from_hf(square.config.to_dict()))
+        hf.params_from_hf(square["state"], hf.config_from_hf(square["config"]))
 
     with pytest.raises(hf.ConversionError, match="inner_group_num=2 is not supported"):
-        hf.config_from_hf({**model.config.to_dict(), "inner_group_num": 2})
+        hf.config_from_hf({**model["config"], "inner_group_num": 2})

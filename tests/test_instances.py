@@ -3,6 +3,7 @@ single-segment policies, bad input, determinism across shards and workers, and t
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -280,16 +281,17 @@ def clean_gin():
 
 
 def test_command_line(tmp_path, clean_gin):
-    from albert_jax.input.write_instances import main
+    from albert_jax.jobs import cli
 
     docs = write_documents(str(tmp_path / "docs.array_record"), make_documents(30, seed=8))
     table = tmp_path / "word_start.npy"
     np.save(table, np.ones(VOCAB, bool))
-    meta = main(["--input", docs, "--output_dir", str(tmp_path / "out"), "--word_start", str(table),
-                 "--mode", "static", "--num_workers", "1", "--dupe_factor", "2",
-                 "--writer_options", "group_size:1,uncompressed",
-                 "--gin_param", "InstanceConfig.max_seq_length = 48",
-                 "--gin_param", "MaskingConfig.max_predictions_per_seq = 7"])
+    assert cli.main(["data", "instances", "--input", docs, "--output_dir", str(tmp_path / "out"),
+                     "--word_start", str(table), "--mode", "static", "--num_workers", "1", "--dupe_factor", "2",
+                     "--writer_options", "group_size:1,uncompressed",
+                     "--gin.InstanceConfig.max_seq_length=48", "--gin.MaskingConfig.max_predictions_per_seq=7"]) == 0
+    with open(tmp_path / "out" / "meta.json") as f:
+        meta = json.load(f)
     assert meta["mode"] == "static" and meta["max_seq_length"] == 48 and meta["dupe_factor"] == 2
     assert meta["masking_config"]["max_predictions_per_seq"] == 7
     assert os.path.isfile(tmp_path / "out" / "meta.json")

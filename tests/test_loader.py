@@ -10,6 +10,7 @@ import gin
 import numpy as np
 import pytest
 
+from albert_jax.input import prepare
 from albert_jax.input import stats as stats_lib
 from albert_jax.input.documents import encode_document
 from albert_jax.input.instances import InstanceConfig
@@ -17,6 +18,7 @@ from albert_jax.input.loader import MODEL_KEYS, InputConfig, Loader, make_loader
 from albert_jax.input.masking import MaskingConfig
 from albert_jax.input.records import encode_instance
 from albert_jax.input.write_instances import EmptyDatasetError, write_instances
+from albert_jax.jobs import cli
 
 VOCAB = 3000
 SEQ = 64
@@ -281,7 +283,8 @@ def check_statistics(stats: dict, negative_prob: float = 0.5) -> None:
 def test_statistics_command_on_synthetic_data(data, mode, clean_gin, tmp_path, capsys):
     gin_file = tmp_path / "input.gin"
     gin_file.write_text(f"DataSpec.corpus = 'instances'\nInputConfig.train_dir = '{data[mode]}'\n")
-    stats = stats_lib.main([f"--gin_file={gin_file}", "-n", "400", "--batch_size", "64"])
+    assert cli.main(["data", "stats", f"--gin_file={gin_file}", "-n", "400", "--batch_size", "64"]) == 0
+    stats = stats_lib.pipeline_statistics(400, "train", 64, 0, prepare.prepare_data())  # gin as the command left it
     assert stats["examples"]["measured"] == 400
     check_statistics(stats)
     printed = capsys.readouterr().out

@@ -22,7 +22,7 @@ import pytest
 from albert_jax.config import AlbertConfig
 from albert_jax.convert import folder
 from albert_jax.downstream import qa_metrics, squad, synthetic
-from albert_jax.jobs import finetune
+from albert_jax.jobs import cli
 from albert_jax.model import init_params
 
 SEQ = 64
@@ -55,7 +55,7 @@ def baselines(examples: list[squad.SquadExample]) -> dict[str, dict[str, str]]:
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture) -> dict[str, Any]:
-    assert finetune.main(args + COMMON) == 0, capsys.readouterr().err
+    assert cli.main(["finetune", *args, *COMMON]) == 0, capsys.readouterr().err
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["best"]
 
 
@@ -66,7 +66,7 @@ def test_squad_learns(version: str, head: str, steps: int, model_dir: Path, demo
     paths = synthetic.write_squad(demo_corpus["text"], tmp_path / "data", train=6000, dev=300, seed=0,
                                   unanswerable=1 / 3 if v2 else 0.0, min_sentences=1, max_sentences=2)
     out = tmp_path / "out"
-    best = run([f"--gin_file=finetune/squad_{version[:2]}.gin", f"--init={model_dir}", f"--workdir={out}",
+    best = run([f"--gin_file=finetune/squad_{version[:2]}.gin", f"--model={model_dir}", f"--workdir={out}",
                 "--gin.make_squad_task.source='files'", f"--gin.make_squad_task.files={json.dumps(paths)}",
                 f"--gin.make_squad_task.head='{head}'", "--gin.make_squad_task.max_query_length=32",
                 "--gin.make_squad_task.doc_stride=32", "--gin.finetune.batch_size=8",
@@ -105,7 +105,7 @@ def test_race_learns(model_dir: Path, demo_corpus: dict, tmp_path: Path, capsys:
                                  min_sentences=1, max_sentences=4)
     out = tmp_path / "out"
     steps = 800
-    best = run(["--gin_file=finetune/race.gin", f"--init={model_dir}", f"--workdir={out}",
+    best = run(["--gin_file=finetune/race.gin", f"--model={model_dir}", f"--workdir={out}",
                 "--gin.make_race_task.source='files'", f"--gin.make_race_task.files={json.dumps(paths)}",
                 "--gin.make_race_task.max_qa_length=24", "--gin.finetune.batch_size=8",
                 f"--gin.finetune.num_train_steps={steps}", "--gin.finetune.learning_rate=1e-3",

@@ -3,15 +3,14 @@
 Both directions go through the real conversion command (`convert hf import` / `convert hf export`): a random
 transformers model imported here must compute the same start/end (choice) logits as in PyTorch, and a random
 model of this project exported must load in transformers with no missing or unexpected tensors and compute the
-same logits. PyTorch runs in a spawned worker (tests/qa_reference.py): this process never imports torch.
+same logits. PyTorch runs in the session's torch worker (tests/conftest.py, tests/qa_reference.py): this process never
+imports torch.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,24 +21,14 @@ import pytest
 from albert_jax.config import AlbertConfig
 from albert_jax.convert import folder
 from albert_jax.heads import AlbertForMultipleChoice, AlbertForQuestionAnswering, AlbertForSquadV2
-from albert_jax.jobs import convert as convert_job
-from spawn_call import call
+from albert_jax.jobs import cli
+from conftest import TorchWorker
 
 TOLERANCE = 1e-5
 HF_CONFIG = dict(vocab_size=64, embedding_size=8, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
                  num_hidden_groups=1, intermediate_size=32, max_position_embeddings=32, hidden_act="gelu_new")
 CONFIG = AlbertConfig(**{k: v for k, v in HF_CONFIG.items()}, hidden_dropout_prob=0.0,
                       attention_probs_dropout_prob=0.0)
-
-
-@pytest.fixture(scope="module")
-def torch_worker() -> Iterator[ProcessPoolExecutor]:
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield pool
-
-
-def reference(pool: ProcessPoolExecutor, function: str, *args: Any) -> Any:
-    return pool.submit(call, "qa_reference", function, *args).result(timeout=300)
 
 
 def inputs(seed: int, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -60,11 +49,11 @@ def ours(model: Any, params: Any, batch: dict[str, np.ndarray]) -> Any:
 
 
 @pytest.mark.parametrize("kind", ["qa", "mc"])
-def test_import_matches_transformers(kind: str, tmp_path: Path, torch_worker: ProcessPoolExecutor) -> None:
+def test_import_matches_transformers(kind: str, tmp_path: Path, torch_worker: TorchWorker) -> None:
     batch = inputs(1, (3, 12) if kind == "qa" else (2, 4, 12))
-    expected = reference(torch_worker, "random_model", kind, HF_CONFIG, 0, str(tmp_path / "hf"), batch)
+    expected = torch_worker("qa_reference", "random_model", kind, HF_CONFIG, 0, str(tmp_path / "hf"), batch)
     with pytest.warns(UserWarning):  # the QA model has no pooler, neither has pretraining heads: fresh, with a warning
-        assert convert_job.main(["hf", "import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
+        assert cli.main(["convert", "hf", "import", str(tmp_path / "hf"), str(tmp_path / "ours")]) == 0
     config, params = folder.read(tmp_path / "ours")
     assert config == CONFIG.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     if kind == "qa":
@@ -78,15 +67,15 @@ def test_import_matches_transformers(kind: str, tmp_path: Path, torch_worker: Pr
 
 
 @pytest.mark.parametrize("kind", ["qa", "mc"])
-def test_export_matches_transformers(kind: str, tmp_path: Path, torch_worker: ProcessPoolExecutor) -> None:
+def test_export_matches_transformers(kind: str, tmp_path: Path, torch_worker: TorchWorker) -> None:
     model = AlbertForQuestionAnswering(CONFIG) if kind == "qa" else AlbertForMultipleChoice(CONFIG)
     batch = inputs(2, (3, 12) if kind == "qa" else (2, 4, 12))
     ids = jnp.zeros((1, 4, 8) if kind == "mc" else (1, 8), jnp.int32)
     params = jax.tree.map(np.asarray, nn.unbox(model.init(jax.random.PRNGKey(3), ids, ids, ids)["params"]))
     params = jax.tree.map(lambda a: a + np.random.default_rng(4).normal(0, 0.05, a.shape).astype(a.dtype), params)
     folder.write(tmp_path / "ours", CONFIG, params)
-    assert convert_job.main(["hf", "export", str(tmp_path / "ours"), str(tmp_path / "hf")]) == 0
-    expected = reference(torch_worker, "saved_model", kind, str(tmp_path / "hf"), batch)
+    assert cli.main(["convert", "hf", "export", "--model", str(tmp_path / "ours"), str(tmp_path / "hf")]) == 0
+    expected = torch_worker("qa_reference", "saved_model", kind, str(tmp_path / "hf"), batch)
     assert expected["missing"] == [] and expected["unexpected"] == []
     if kind == "qa":
         start, end = ours(model, params, batch)
@@ -124,5 +113,5 @@ def test_original_v2_head(tmp_path: Path, capsys: pytest.CaptureFixture) -> None
             assert list(order) == list(np.asarray(ends))
         np.testing.assert_allclose(trained["cls_logits"], beam["cls_logits"], atol=1e-6)
     folder.write(tmp_path / "v2", CONFIG, jax.tree.map(np.asarray, params))
-    assert convert_job.main(["hf", "export", str(tmp_path / "v2"), str(tmp_path / "hf")]) == 2
+    assert cli.main(["convert", "hf", "export", "--model", str(tmp_path / "v2"), str(tmp_path / "hf")]) == 1
     assert "has no transformers counterpart" in capsys.readouterr().err

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from albert_jax import checkpoint, integrity, pretrained
-from albert_jax.jobs import fill_mask
+from albert_jax.jobs import cli
 from test_train_loop import REPO, env, final_params, flat, free_port, run_args, write_corpus
 
 
@@ -94,7 +94,7 @@ def test_run_info_names_the_vocabulary(run12, tmp_path, capsys):
     assert vocab.endswith("vocab100.model") and os.path.isfile(vocab)
     assert "vocab_path" not in open(os.path.join(run12, "config.gin")).read()  # nothing for a gin regex to find
     assert pretrained.load_pretrained(run12).vocab == vocab
-    assert fill_mask.main(["--model", run12, "--text", "the river [MASK] the green hills .", "--json"]) == 0
+    assert cli.main(["fill-mask", "--model", run12, "--text", "the river [MASK] the green hills .", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["masks"][0]["predictions"]) == 5
     old = tmp_path / "old_run"  # a run from before run.json: a clear error, not a guess
     shutil.copytree(run12, old, ignore=shutil.ignore_patterns(checkpoint.RUN_INFO))

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import struct
+import subprocess
+import sys
+
 import pytest
 
 from albert_jax.jobs import sinks
@@ -31,3 +36,27 @@ def test_mfu_is_model_flops_over_peak(monkeypatch):
     assert out["steps_per_s"] == pytest.approx(2.0, rel=1e-2)
     assert out["mfu"] == pytest.approx(2.0 * 1000 * 1e9 / (100e12 * throughput.num_devices), rel=1e-2)
     assert out["eta_s"] == pytest.approx(3.0, rel=1e-2)  # 6 steps left at 2 steps/s
+
+
+def test_metrics_writer_leaves_torch_unimported_and_writes_readable_events(tmp_path):
+    """The TensorBoard writer must not pull PyTorch into a job's process (tensorboardX imports it when installed):
+    checked in a fresh interpreter where torch is installed, and the event file read back with TensorFlow's proto."""
+    code = ("import sys; from albert_jax.jobs import sinks; w = sinks.MetricsWriter(sys.argv[1]); "
+            "w.write(7, {'loss': 2.5}); w.close(); import importlib.util; "
+            "assert importlib.util.find_spec('torch') is not None, 'torch is not installed: nothing is tested'; "
+            "print('torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"
+    assert (tmp_path / "metrics.jsonl").read_text().strip() == '{"step": 7, "loss": 2.5}'
+    from tensorflow.core.util import event_pb2
+
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents*")
+    data, offset, found = events.read_bytes(), 0, {}
+    while offset < len(data):
+        (length,) = struct.unpack("<Q", data[offset: offset + 8])
+        event = event_pb2.Event.FromString(data[offset + 12: offset + 12 + length])
+        offset += 16 + length
+        found.update({(event.step, v.tag): v.simple_value for v in event.summary.value})
+    assert found == {(7, "loss"): 2.5}

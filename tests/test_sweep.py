@@ -15,7 +15,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from albert_jax.jobs import sweep
+from albert_jax.jobs import cli, sweep, sweep_grid, sweep_results
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -54,7 +54,7 @@ def test_grid_file_variants_bindings_and_paper_columns(tmp_path):
         }  # end
         SWEEP_PAPER = {'small': {'params': '12M', 'avg': 80.1}, 'nsp': {'NSP': '90.5'}}  # reference
         """)
-    grid = sweep.load_grid(grid_file)
+    grid = sweep_grid.load_grid(grid_file)
     assert grid.title == "A grid" and [v.name for v in grid.variants] == ["small", "nsp"]
     small, nsp = grid.variants
     assert small.gin_files == (os.path.abspath(grid_file),)
@@ -67,7 +67,7 @@ def test_the_ablation_grids_load():
     expected = {"table3": 8, "table4": 8, "table5": 3}
     for table, count in expected.items():
         for scale in ("demo", "paper"):
-            grid = sweep.load_grid(f"ablations/{table}_{scale}.gin")
+            grid = sweep_grid.load_grid(f"ablations/{table}_{scale}.gin")
             assert len(grid.variants) == count and grid.variants[0].gin_files[0] == f"ablations/{table}_{scale}.gin"
             assert all(v.paper for v in grid.variants), (table, scale)
 
@@ -76,7 +76,7 @@ def test_grid_directory_one_variant_per_file(tmp_path):
     write(tmp_path / "grid" / "b_large.gin", "include 'base.gin'\nSWEEP_PAPER = {'params': '18M'}  # reference\n")
     write(tmp_path / "grid" / "a_base.gin", "include 'base.gin'\n")
     write(tmp_path / "grid" / "notes.txt", "not a variant\n")
-    grid = sweep.load_grid(str(tmp_path / "grid"))
+    grid = sweep_grid.load_grid(str(tmp_path / "grid"))
     assert [v.name for v in grid.variants] == ["a_base", "b_large"]
     assert grid.variants[1].gin_files == (str(tmp_path / "grid" / "b_large.gin"),) and not grid.variants[1].bindings
     assert grid.variants[1].paper == (("params", "18M"),) and grid.variants[0].paper == ()
@@ -90,40 +90,40 @@ def test_grid_directory_one_variant_per_file(tmp_path):
     ("SWEEP_VARIANTS = {'a': {}}  # c\nSWEEP_PAPER = {'b': {}}  # c\n", "SWEEP_PAPER names variants"),
 ])
 def test_grid_errors_name_the_fix(tmp_path, text, message):
-    with pytest.raises(sweep.SweepError, match=message):
-        sweep.load_grid(write(tmp_path / "bad.gin", text))
+    with pytest.raises(sweep_grid.SweepError, match=message):
+        sweep_grid.load_grid(write(tmp_path / "bad.gin", text))
 
 
 def test_missing_grid_and_unknown_variant(tmp_path, capsys):
-    with pytest.raises(sweep.SweepError, match="not found"):
-        sweep.load_grid(str(tmp_path / "nope.gin"))
-    assert sweep.main(["ablations/table5_demo.gin", f"--out={tmp_path}", "--variants=sop,bogus"]) == 2
+    with pytest.raises(sweep_grid.SweepError, match="not found"):
+        sweep_grid.load_grid(str(tmp_path / "nope.gin"))
+    assert cli.main(["sweep", "ablations/table5_demo.gin", f"--out={tmp_path}", "--variants=sop,bogus"]) == 2
     assert "['bogus'] not in the grid" in capsys.readouterr().err
 
 
 def test_print_commands_one_launch_per_variant(capsys):
-    assert sweep.main(["ablations/table4_paper.gin", "--out=/runs/t4", "--print_commands",
+    assert cli.main(["sweep", "ablations/table4_paper.gin", "--out=/runs/t4", "--print_commands",
                        "--gin.TRAIN_DIR='gs://b/train'", "--gin.EVAL_DIR='gs://b/eval'"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    grid = sweep.load_grid("ablations/table4_paper.gin")
+    grid = sweep_grid.load_grid("ablations/table4_paper.gin")
     assert len(lines) == 8
     for line, variant in zip(lines, grid.variants):
         words = shlex.split(line)
         assert words[:2] == ["python", "launch.py"]
-        assert words[2:] == sweep.launch_args(variant, f"/runs/t4/{variant.name}", (),
+        assert words[2:] == sweep_grid.launch_args(variant, f"/runs/t4/{variant.name}", (),
                                               ["TRAIN_DIR='gs://b/train'", "EVAL_DIR='gs://b/eval'"])
     assert "--gin.AlbertConfig.sharing='none'" in shlex.split(lines[3]) and "--workdir=/runs/t4/e128_not_shared" in lines[3]
 
 
 def test_collect_writes_csv_markdown_and_plots(tmp_path):
-    grid = sweep.select(sweep.load_grid("ablations/table4_demo.gin"), "e32_all_shared,e32_not_shared,e128_shared_ffn")
+    grid = sweep_grid.select(sweep_grid.load_grid("ablations/table4_demo.gin"), "e32_all_shared,e32_not_shared,e128_shared_ffn")
     out = str(tmp_path / "out")
     done_dir, partial_dir = os.path.join(out, "e32_all_shared"), os.path.join(out, "e32_not_shared")
     fake_run(done_dir, steps=400, log_every=10, eval_every=50, final_mlm=0.2)  # scale/ablation_demo: 400 steps
     fake_run(partial_dir, steps=100, log_every=10, eval_every=50, final_mlm=0.3)
-    with open(os.path.join(done_dir, sweep.DONE_FILE), "w") as f:
+    with open(os.path.join(done_dir, sweep_results.DONE_FILE), "w") as f:
         json.dump({"args": [], "seconds": 12.5}, f)
-    rows = sweep.collect(grid, out, command="python -m albert_jax.jobs.sweep X")
+    rows = sweep_results.collect(grid, out, command="albert-jax sweep X")
     by_name = {r["variant"]: r for r in rows}
     assert [by_name[n]["status"] for n in ("e32_all_shared", "e32_not_shared", "e128_shared_ffn")] == \
         ["complete", "partial", "not run"]
@@ -140,7 +140,7 @@ def test_collect_writes_csv_markdown_and_plots(tmp_path):
     markdown = open(os.path.join(out, "results.md")).read()
     assert markdown.startswith("# Table 4 at demo scale")
     assert "| e32_all_shared | 0.48M | 20.0 | 60.0 | 7.000 | 0.690 | 1,000 | 400 | 128 | all-shared |" in markdown
-    assert "e32_not_shared (partial)" in markdown and "Reproduce: `python -m albert_jax.jobs.sweep X`" in markdown
+    assert "e32_not_shared (partial)" in markdown and "Reproduce: `albert-jax sweep X`" in markdown
     for name, size in (("loss_curves.png", (495, 1430)), ("params_vs_mlm.png", (495, 770))):
         image = matplotlib.image.imread(os.path.join(out, name))
         assert image.shape[:2] == size and np.ptp(image) > 0, name
@@ -167,33 +167,33 @@ def test_resume_skips_completed_and_retries_failed(tmp_path, monkeypatch):
     log = str(tmp_path / "launches.jsonl")
     monkeypatch.setenv("FAKE_LAUNCH_LOG", log)
     monkeypatch.setenv("FAKE_LAUNCH_FAIL", "/sop")
-    grid = sweep.load_grid("ablations/table5_demo.gin")
+    grid = sweep_grid.load_grid("ablations/table5_demo.gin")
     out = str(tmp_path / "out")
     lines: list[str] = []
     assert sweep.run_grid(grid, out, python=fake, write=lines.append) == ["sop"]
-    assert len(sweep.read_jsonl(log)) == 3 and "FAILED (exit 3" in lines[-1] and "ETA 0m00s for 0 more" in lines[-1]
+    assert len(sweep_results.read_jsonl(log)) == 3 and "FAILED (exit 3" in lines[-1] and "ETA 0m00s for 0 more" in lines[-1]
     assert "[1/3] none: done in" in lines[2] and "MLM acc 0.500" in lines[2] and "for 2 more" in lines[2]
     monkeypatch.setenv("FAKE_LAUNCH_FAIL", "")
     lines.clear()
     assert sweep.run_grid(grid, out, python=fake, write=lines.append) == []
-    launched = sweep.read_jsonl(log)[3:]
+    launched = sweep_results.read_jsonl(log)[3:]
     assert len(launched) == 1 and "--workdir=" + os.path.join(out, "sop") in launched[0]
     assert "3 variants, 1 to run" in lines[0] and "[1/3] none: already complete, skipped" in lines
     lines.clear()
     assert sweep.run_grid(grid, out, ["masking/token.gin"], python=fake, write=lines.append) == []
     assert "3 variants, 3 to run" in lines[0]  # a different command is not the completed run: it resumes
-    assert [r["status"] for r in sweep.collect(grid, out)] == ["complete"] * 3
+    assert [r["status"] for r in sweep_results.collect(grid, out)] == ["complete"] * 3
 
 
 def test_paper_grids_count_the_reference_parameters():
     macros = ["TRAIN_DIR='/t'", "EVAL_DIR='/e'"]
     seen = set()
     for table in ("table3_paper", "table4_paper"):
-        for variant in sweep.load_grid(f"ablations/{table}.gin").variants:
+        for variant in sweep_grid.load_grid(f"ablations/{table}.gin").variants:
             if variant.bindings in seen:
                 continue
             seen.add(variant.bindings)
-            info = sweep.describe_variant(variant, extra_bindings=macros)
+            info = sweep_grid.describe_variant(variant, extra_bindings=macros)
             want = int(dict(variant.paper)["params"].split(" ")[0].replace(",", ""))
             assert info["params"] == want, variant.name
             assert (info["num_train_steps"], info["global_batch_size"], info["max_seq_length"]) == (125000, 4096, 512)
@@ -242,7 +242,7 @@ def test_real_two_variant_sweep_through_launch(tmp_path, monkeypatch, capsys):
         """)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
     out = str(tmp_path / "out")
-    code = sweep.main([grid_file, f"--out={out}"])
+    code = cli.main(["sweep", grid_file, f"--out={out}"])
     printed = capsys.readouterr().out
     assert code == 0, printed + "".join(open(os.path.join(out, v, "launch.log")).read()[-2000:]
                                         for v in ("shared", "unshared"))
@@ -255,14 +255,14 @@ def test_real_two_variant_sweep_through_launch(tmp_path, monkeypatch, capsys):
         assert row["eval_step"] == "4" and 0.0 <= float(row["masked_lm_accuracy"]) <= 1.0
         assert float(row["tokens_per_s"]) > 0
     assert all(os.path.getsize(os.path.join(out, name)) > 10_000 for name in ("loss_curves.png", "params_vs_mlm.png"))
-    assert sweep.main([grid_file, f"--out={out}"]) == 0
+    assert cli.main(["sweep", grid_file, f"--out={out}"]) == 0
     assert printed.count("running") == 2 and capsys.readouterr().out.count("already complete, skipped") == 2
 
 
 def test_describe_errors_name_the_missing_macro_and_the_bad_binding():
-    variant = sweep.load_grid("ablations/table4_paper.gin").variants[0]
-    with pytest.raises(sweep.SweepError, match=r"e128_all_shared.*TRAIN_DIR.*--gin\.TRAIN_DIR=VALUE"):
-        sweep.describe_variant(variant)
-    bad = sweep.Variant("bad", ("ablations/table4_demo.gin",), ("AlbertConfig.num_attention_heads=3",))
-    with pytest.raises(sweep.SweepError, match="(?s)'bad'.*hidden_size=128 is not divisible by num_attention_heads=3"):
-        sweep.describe_variant(bad)
+    variant = sweep_grid.load_grid("ablations/table4_paper.gin").variants[0]
+    with pytest.raises(sweep_grid.SweepError, match=r"e128_all_shared.*TRAIN_DIR.*--gin\.TRAIN_DIR=VALUE"):
+        sweep_grid.describe_variant(variant)
+    bad = sweep_grid.Variant("bad", ("ablations/table4_demo.gin",), ("AlbertConfig.num_attention_heads=3",))
+    with pytest.raises(sweep_grid.SweepError, match="(?s)'bad'.*hidden_size=128 is not divisible by num_attention_heads=3"):
+        sweep_grid.describe_variant(bad)

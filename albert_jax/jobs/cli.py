@@ -33,6 +33,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # Errors the project raises with a message that names the problem and the fix: shown without a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, FloatingPointError, RuntimeError)
 PROG = "albert-jax"
+EXIT_ERROR = 1  # the job failed on its input (missing file, damaged checkpoint, non-finite loss...)
+EXIT_CONFIG = 2  # the configuration is wrong (a bad gin binding or grid), as argparse exits on a bad flag
 EPILOG = flags.examples(
     "albert-jax train                                   # the demo: experiments/demo.gin into runs/demo",
     "albert-jax train --gin_file=paper/albert_base.gin --workdir=runs/base",
@@ -129,7 +131,7 @@ def main(argv: Sequence[str]) -> int:
         if os.environ.get("ALBERT_JAX_DEBUG"):
             raise
         print(user_error(error), file=sys.stderr)
-        return 1
+        return EXIT_CONFIG if isinstance(error, gin_setup.GinConfigError) else EXIT_ERROR
 
 
 def entry() -> None:

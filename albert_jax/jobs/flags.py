@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+from typing import Mapping
 
 SHARED = """shared flags (where a subcommand takes them):
   --gin_file=FILE     gin file, repeatable, applied in order; looked up as given, then under experiments/
@@ -84,8 +86,23 @@ def init_distributed(args: argparse.Namespace) -> None:
             raise ValueError("--coordinator_address, --num_processes and --process_id must be given together.")
         jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
                                    process_id=args.process_id)
-    elif os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("CLOUD_TPU_TASK_ID"):
+    elif on_multihost_tpu_pod(os.environ):
         jax.distributed.initialize()  # TPU VM pods: topology comes from the environment
+
+
+def on_multihost_tpu_pod(environ: Mapping[str, str]) -> bool:
+    """Whether the environment describes a TPU pod slice of several hosts (what `jax.distributed.initialize()`
+    detects by itself). A single host needs no initialization. libtpu, loaded on a machine that is no TPU VM
+    (e.g. to compile for a topology), writes its warning text into TPU_WORKER_HOSTNAMES of its own process,
+    which child processes inherit; such a value is no host list and must not start a distributed run."""
+    for name in ("TPU_PROCESS_ADDRESSES", "TPU_WORKER_HOSTNAMES"):
+        hosts = [h.strip() for h in environ.get(name, "").split(",") if h.strip()]
+        if hosts and all(_HOST.fullmatch(h) for h in hosts):
+            return len(hosts) > 1
+    return False
+
+
+_HOST = re.compile(r"[A-Za-z0-9._\-]+(:[0-9]+)?")
 
 
 def default_workdir(args: argparse.Namespace) -> str:

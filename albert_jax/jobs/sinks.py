@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any, Mapping
 
@@ -73,6 +74,26 @@ class Throughput:
         return out
 
 
+def _summary_writer_class() -> type:
+    """tensorboardX's SummaryWriter, imported without PyTorch.
+
+    tensorboardX imports torch at module load when it is installed (the test extra installs it), only to accept
+    torch tensors; we log Python floats. Importing it would cost every job seconds and a few hundred MB, and put
+    torch into processes that hold TensorFlow (TensorFlow and triton crash together). tensorboardX guards that
+    import with `except ImportError`, so torch is masked (a None entry in sys.modules makes `import torch` raise
+    ImportError) for the duration of the import, and the entry restored after.
+    """
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricsWriter:
     """TensorBoard event files under WORKDIR/<subdir> and a JSONL file; no-ops on processes other than 0."""
 
@@ -81,8 +102,7 @@ class MetricsWriter:
         self._tb = None
         self._jsonl = None
         if self.enabled:
-            from tensorboardX import SummaryWriter
-
+            SummaryWriter = _summary_writer_class()
             os.makedirs(workdir, exist_ok=True)
             self._tb = SummaryWriter(os.path.join(workdir, subdir))
             self._jsonl = open(os.path.join(workdir, jsonl_name), "a", buffering=1)

@@ -12,14 +12,14 @@ from typing import Any, Callable, Sequence
 
 from gin import config_parser
 
-from albert_jax.gin_setup import EXPERIMENTS_DIR
+from albert_jax.gin_setup import EXPERIMENTS_DIR, GinConfigError
 
 REPO = os.path.dirname(EXPERIMENTS_DIR)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class SweepError(ValueError):
-    """A grid that cannot be read or run; the message names the problem and the fix."""
+class SweepError(GinConfigError):
+    """A grid that cannot be read or run (a configuration error: exit code 2); the message names the fix."""
 
 
 @dataclasses.dataclass(frozen=True)
