@@ -115,7 +115,6 @@ def make_update_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule
 
     `param_logical_specs` (the parameters' logical PartitionSpecs): gather the parameters once, accumulate
     device-local gradients over the microbatches and reduce them once per step (`local_accumulate_gradients`).
-    Only for a `loss_fn` without dropout: its masks would then depend on the mesh.
     """
     from albert_jax import optim  # local: optim is heavier and only training needs it
 
@@ -148,8 +147,7 @@ def make_train_step(config: AlbertConfig, tx: optax.GradientTransformation,
                     num_microbatches: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """The pretraining `train_step(state, batch) -> (state, metrics)` (MLM + weighted sentence loss)."""
     loss_fn = pretraining_loss_fn(AlbertForPreTraining(config), sentence_loss_weight)
-    no_dropout = config.hidden_dropout_prob == 0 and config.attention_probs_dropout_prob == 0
-    specs = nn.get_partition_spec(abstract_params(config)) if no_dropout else None
+    specs = nn.get_partition_spec(abstract_params(config))
     return make_update_step(loss_fn, tx, schedule, num_microbatches, param_logical_specs=specs)
 
 
@@ -167,8 +165,14 @@ def local_accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, num_m
     local float32 sums are reduce-scattered (psum where a parameter is not sharded on an axis) once after the
     loop. The normalizers come from the whole batch, so the result is the full-batch gradient, as before, up to
     float summation order. The price: while the step runs each device holds the whole (tensor-split) parameters
-    and one float32 gradient, which for ALBERT's shared layer is what FSDP gathers anyway. Dropout would draw the same masks on every device's rows: use without dropout. Without
-    a mesh in context (or a mesh without data-parallel axes) it is `optim.accumulate_gradients`.
+    and one float32 gradient, which for ALBERT's shared layer is what FSDP gathers anyway.
+
+    Dropout: each device folds its position on the data-parallel axes into the step's key, so every device
+    draws its own masks for its own rows (without it all devices would reuse one mask pattern). The masks are
+    then a function of (seed, step, data-parallel layout): the same mesh reproduces a run bit for bit, a
+    different data x fsdp split draws different (equally distributed) masks. Without dropout the key is unused
+    and every mesh computes the single-device result. Without a mesh in context (or a mesh without
+    data-parallel axes) it is `optim.accumulate_gradients`.
     """
     from albert_jax import optim
 
@@ -185,6 +189,7 @@ def local_accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, num_m
 
     def local(params: Any, batch: Batch, rng: Array, totals: dict[str, Array]) -> tuple[Any, dict[str, Array]]:
         # The barrier keeps XLA from sinking the gathers back into the layer loop (it does without one).
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(manual))
         full = jax.lax.optimization_barrier(
             jax.tree.map(lambda p, spec: partitioning.gather_dims(p, spec), params, specs))
         with nn.logical_axis_rules(list(local_rules)):
