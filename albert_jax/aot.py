@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import time
 from typing import Any, Callable
@@ -43,7 +44,12 @@ class OutOfMemory(Exception):
 
 
 def slice_devices(slice_: Slice, num_slices: int = 1) -> list[Any]:
-    """The devices of `num_slices` copies of the slice, for compiling only (nothing is attached)."""
+    """The devices of `num_slices` copies of the slice, for compiling only (nothing is attached).
+
+    Compiling touches no chip, so libtpu's one-process lock (taken by any JAX process that loaded libtpu, even
+    one running on CPU) is waived for this process.
+    """
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     topology = topologies.get_topology_desc(
         platform="tpu", topology_name=slice_.topology_name, chip_config_name=slice_.chip_config_name,
         chips_per_host_bounds=slice_.chips_per_host_bounds, num_slices=num_slices)
@@ -75,7 +81,8 @@ def bytes_per_device(tree: Any) -> int:
 
 def program_flops(fn: Callable, *args: Any) -> float:
     """Matmul FLOPs of one call of `fn`, from its jaxpr: 2 x output size x contracted size per dot_general,
-    scans times their length, remat recomputation included, the larger branch of a cond."""
+    scans times their length, shard_map bodies times their manual devices, remat recomputation included, the
+    larger branch of a cond."""
 
     def count(jaxpr: Any) -> float:
         total = 0.0
@@ -97,6 +104,8 @@ def program_flops(fn: Callable, *args: Any) -> float:
                         inner += count(sub.jaxpr)
                     elif isinstance(sub, jax.extend.core.Jaxpr):
                         inner += count(sub)
+            if name == "shard_map":  # the body sees one device's share of the manual axes
+                inner *= math.prod(eqn.params["mesh"].shape[a] for a in eqn.params.get("newly_manual_axes", ()))
             total += inner * (eqn.params.get("length", 1) if name == "scan" else 1)
         return total
 
@@ -163,6 +172,7 @@ def analyze(step: CompiledStep, chip: Chip, num_chips: int, num_slices: int, sta
     loop_scale = per_chip_flops / xla_flops if xla_flops else 1.0
     hbm_traffic = float(cost.get("bytes accessed", 0.0)) * max(loop_scale, 1.0)
     ici_bytes = sum(row["bytes_per_step"] for row in collectives.values())
+    in_loops = {kind: row["runs_in_loops"] for kind, row in collectives.items() if row["runs_in_loops"]}
     # Across slices only the data-parallel gradient all-reduce travels (params are sharded within a slice).
     dcn_bytes = 2.0 * (num_slices - 1) / num_slices * params if num_slices > 1 else 0.0
     compute_s = per_chip_flops / chip.peak_bf16_flops
@@ -183,6 +193,8 @@ def analyze(step: CompiledStep, chip: Chip, num_chips: int, num_slices: int, sta
         "xla_cost_optimal_seconds": cost.get("optimal_seconds"),
         "hbm_bytes_accessed_per_chip": hbm_traffic,
         "collectives": collectives, "collective_bytes_per_step_per_chip": ici_bytes,
+        "collective_runs_in_loops": in_loops,
+        "gathers_hoisted": not any(k in in_loops for k in ("all-gather", "all-reduce", "reduce-scatter")),
         "dcn_bytes_per_step_per_chip": dcn_bytes, "shared_layer_gather_bytes_once": shared_layer_bytes,
         "compute_seconds": compute_s, "hbm_seconds": memory_s, "collective_seconds": collective_s,
         "bound": "compute" if compute_s >= memory_s else "memory",

@@ -23,6 +23,7 @@ from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+DATA_AXES = ("data", "fsdp")  # the axes that split the batch
 
 DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("batch", ("data", "fsdp")),
@@ -109,3 +110,46 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def data_parallel_size(mesh: Mesh) -> int:
     return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def _axes(entry: Any) -> tuple[str, ...]:
+    return () if entry is None else tuple(entry) if isinstance(entry, (tuple, list)) else (entry,)
+
+
+def manual_axes_spec(mesh_spec: Sequence[Any], ndim: int, manual: Sequence[str]) -> PartitionSpec:
+    """A parameter's mesh PartitionSpec with only the `manual` axes kept (padded to `ndim` dimensions)."""
+    entries = list(mesh_spec) + [None] * (ndim - len(mesh_spec))
+    out = []
+    for entry in entries:
+        kept = tuple(a for a in _axes(entry) if a in manual)
+        out.append(None if not kept else kept[0] if len(kept) == 1 else kept)
+    return PartitionSpec(*out)
+
+
+def without_mesh_axes(rules: Sequence[tuple[str, Any]], axes: Sequence[str]) -> tuple[tuple[str, Any], ...]:
+    """The logical rules with `axes` removed from every target (inside a shard_map that makes them manual)."""
+    out = []
+    for name, target in rules:
+        kept = tuple(a for a in _axes(target) if a not in axes)
+        out.append((name, None if not kept else kept[0] if len(kept) == 1 else kept))
+    return tuple(out)
+
+
+def gather_dims(local: jax.Array, spec: PartitionSpec) -> jax.Array:
+    """Inside a shard_map: all-gather (tiled) every dimension that `spec` shards over manual axes."""
+    for dim, entry in enumerate(spec):
+        if entry is not None:
+            local = jax.lax.all_gather(local, entry, axis=dim, tiled=True)
+    return local
+
+
+def reduce_dims(local: jax.Array, spec: PartitionSpec, manual: Sequence[str]) -> jax.Array:
+    """Inside a shard_map: sum device-local partial values over the `manual` axes, leaving them laid out as
+    `spec` (reduce-scatter along the dimensions it shards, all-reduce over the axes it does not use)."""
+    used: list[str] = []
+    for dim, entry in enumerate(spec):
+        if entry is not None:
+            local = jax.lax.psum_scatter(local, entry, scatter_dimension=dim, tiled=True)
+            used.extend(_axes(entry))
+    rest = tuple(a for a in manual if a not in used)
+    return jax.lax.psum(local, rest) if rest else local

@@ -107,15 +107,25 @@ def create_state(config: AlbertConfig, tx: optax.GradientTransformation, mesh: M
 
 def make_update_step(loss_fn: LossFn, tx: optax.GradientTransformation, schedule: Callable[[Array], Array],
                      num_microbatches: int = 1, totals_fn: Callable[[Batch], dict[str, Array]] = batch_totals,
+                     param_logical_specs: Any | None = None,
                      ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """The pure `train_step(state, batch) -> (state, metrics)` of any model: (accumulated) gradient of `loss_fn`,
     one optimizer update, and the non-finite guard (a step whose loss or gradient norm is not finite leaves
-    parameters and optimizer state untouched and bumps `nonfinite_streak`)."""
+    parameters and optimizer state untouched and bumps `nonfinite_streak`).
+
+    `param_logical_specs` (the parameters' logical PartitionSpecs): gather the parameters once, accumulate
+    device-local gradients over the microbatches and reduce them once per step (`local_accumulate_gradients`).
+    """
     from albert_jax import optim  # local: optim is heavier and only training needs it
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Array]]:
         rng = jax.random.fold_in(state.rng, state.step)
-        grads, metrics = optim.accumulate_gradients(loss_fn, state.params, batch, num_microbatches, rng, totals_fn)
+        if param_logical_specs is not None:
+            grads, metrics = local_accumulate_gradients(loss_fn, state.params, batch, num_microbatches, rng,
+                                                        totals_fn, param_logical_specs)
+        else:
+            grads, metrics = optim.accumulate_gradients(loss_fn, state.params, batch, num_microbatches, rng,
+                                                        totals_fn)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
         updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
@@ -137,7 +147,61 @@ def make_train_step(config: AlbertConfig, tx: optax.GradientTransformation,
                     num_microbatches: int = 1) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """The pretraining `train_step(state, batch) -> (state, metrics)` (MLM + weighted sentence loss)."""
     loss_fn = pretraining_loss_fn(AlbertForPreTraining(config), sentence_loss_weight)
-    return make_update_step(loss_fn, tx, schedule, num_microbatches)
+    specs = nn.get_partition_spec(abstract_params(config))
+    return make_update_step(loss_fn, tx, schedule, num_microbatches, param_logical_specs=specs)
+
+
+def local_accumulate_gradients(loss_fn: LossFn, params: Any, batch: Batch, num_microbatches: int, rng: Array,
+                               totals_fn: Callable[[Batch], dict[str, Array]], param_logical_specs: Any,
+                               ) -> tuple[Any, dict[str, Array]]:
+    """`optim.accumulate_gradients` with one gather of the parameters and one gradient reduction per step.
+
+    Left to the SPMD partitioner, XLA may re-gather the shared layer inside the layer loop (it did for small
+    widths) and the microbatch loop all-reduces every microbatch's full gradient (the accumulator is a loop
+    carry it cannot leave unreduced). Here the data-parallel mesh axes (data, fsdp) are
+    manual (`jax.shard_map`; tensor stays automatic): each device all-gathers its FSDP shards once, runs
+    `optim.accumulate_gradients` on its own rows (the strided microbatch split of the local rows is the global
+    split's, since the batch is sharded in contiguous blocks of a multiple of `num_microbatches` rows), and the
+    local float32 sums are reduce-scattered (psum where a parameter is not sharded on an axis) once after the
+    loop. The normalizers come from the whole batch, so the result is the full-batch gradient, as before, up to
+    float summation order. The price: while the step runs each device holds the whole (tensor-split) parameters
+    and one float32 gradient, which for ALBERT's shared layer is what FSDP gathers anyway.
+
+    Dropout: each device folds its position on the data-parallel axes into the step's key, so every device
+    draws its own masks for its own rows (without it all devices would reuse one mask pattern). The masks are
+    then a function of (seed, step, data-parallel layout): the same mesh reproduces a run bit for bit, a
+    different data x fsdp split draws different (equally distributed) masks. Without dropout the key is unused
+    and every mesh computes the single-device result. Without a mesh in context (or a mesh without
+    data-parallel axes) it is `optim.accumulate_gradients`.
+    """
+    from albert_jax import optim
+
+    mesh = jax.sharding.get_abstract_mesh()
+    manual = tuple(a for a in partitioning.DATA_AXES if a in mesh.axis_names and mesh.shape[a] > 1)
+    if not manual:
+        return optim.accumulate_gradients(loss_fn, params, batch, num_microbatches, rng, totals_fn)
+    rules = nn.get_logical_axis_rules()
+    specs = jax.tree.map(lambda spec, p: partitioning.manual_axes_spec(
+        nn.logical_to_mesh_axes(tuple(spec), rules), p.ndim, manual), param_logical_specs, params,
+        is_leaf=lambda x: isinstance(x, PartitionSpec))
+    local_rules = partitioning.without_mesh_axes(rules, manual)
+    totals = totals_fn(batch)
+
+    def local(params: Any, batch: Batch, rng: Array, totals: dict[str, Array]) -> tuple[Any, dict[str, Array]]:
+        # The barrier keeps XLA from sinking the gathers back into the layer loop (it does without one).
+        rng = jax.random.fold_in(rng, jax.lax.axis_index(manual))
+        full = jax.lax.optimization_barrier(
+            jax.tree.map(lambda p, spec: partitioning.gather_dims(p, spec), params, specs))
+        with nn.logical_axis_rules(list(local_rules)):
+            grads, metrics = optim.accumulate_gradients(loss_fn, full, batch, num_microbatches, rng,
+                                                        lambda _: totals)
+        grads = jax.tree.map(lambda g, spec: partitioning.reduce_dims(g, spec, manual), grads, specs)
+        return grads, jax.tree.map(lambda m: jax.lax.psum(m, manual), metrics)
+
+    batch_specs = jax.tree.map(lambda _: PartitionSpec(manual), batch)
+    return jax.shard_map(local, mesh=mesh, in_specs=(specs, batch_specs, PartitionSpec(), PartitionSpec()),
+                         out_specs=(specs, PartitionSpec()), axis_names=set(manual),
+                         check_vma=False)(params, batch, rng, totals)
 
 
 def make_eval_step(config: AlbertConfig) -> Callable[[Any, Batch], dict[str, Array]]:

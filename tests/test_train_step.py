@@ -7,10 +7,10 @@ import jax
 import numpy as np
 import pytest
 
-from albert_jax import optim, partitioning
+from albert_jax import hlo_stats, losses, optim, partitioning
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
-from albert_jax.model import init_params
+from albert_jax.model import AlbertForPreTraining, init_params
 
 CONFIG = AlbertConfig(vocab_size=128, embedding_size=16, hidden_size=32, num_hidden_layers=3,
                       num_attention_heads=4, intermediate_size=64, max_position_embeddings=32, sharing="attention")
@@ -35,18 +35,30 @@ def make_batches(count: int) -> list[dict[str, np.ndarray]]:
     return batches
 
 
-def run(mesh_shape: tuple[int, int, int], batches: list[dict[str, np.ndarray]], microbatches: int = 1):
+def setup(mesh_shape: tuple[int, int, int], microbatches: int = 1, config: AlbertConfig = CONFIG,
+          local: bool = True):
+    """(mesh, rules, state, jitted step) for `config` on the first devices; `local=False`: the step without
+    `local_accumulate_gradients` (gradients accumulated by the SPMD partitioner alone), for comparison."""
     data, fsdp, tensor = mesh_shape
     devices = jax.devices()[: data * fsdp * tensor]
     mesh = partitioning.make_mesh(partitioning.MeshConfig(data=data, fsdp=fsdp, tensor=tensor), devices)
     rules = partitioning.DEFAULT_RULES
-    boxed = jax.eval_shape(lambda: init_params(CONFIG, jax.random.PRNGKey(0)))
+    boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
     schedule = optim.make_schedule(peak_learning_rate=1e-3, warmup_steps=1, num_train_steps=10)
     tx = optim.make_optimizer(boxed, optimizer="lamb", learning_rate=schedule)
-    _, shardings = steps.state_shardings(CONFIG, tx, mesh, rules)
-    state = steps.create_state(CONFIG, tx, mesh, rules, seed=0, shardings=shardings)
-    step = steps.jit_train_step(steps.make_train_step(CONFIG, tx, schedule, num_microbatches=microbatches),
-                                shardings, mesh)
+    _, shardings = steps.state_shardings(config, tx, mesh, rules)
+    state = steps.create_state(config, tx, mesh, rules, seed=0, shardings=shardings)
+    if local:
+        raw_step = steps.make_train_step(config, tx, schedule, num_microbatches=microbatches)
+    else:
+        loss_fn = losses.pretraining_loss_fn(AlbertForPreTraining(config))
+        raw_step = steps.make_update_step(loss_fn, tx, schedule, microbatches)
+    return mesh, rules, state, steps.jit_train_step(raw_step, shardings, mesh)
+
+
+def run(mesh_shape: tuple[int, int, int], batches: list[dict[str, np.ndarray]], microbatches: int = 1,
+        config: AlbertConfig = CONFIG):
+    mesh, rules, state, step = setup(mesh_shape, microbatches, config)
     losses = []
     with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
         for batch in batches:
@@ -78,8 +90,9 @@ def test_state_is_created_sharded():
     assert ffn_kernel.addressable_shards[0].data.shape == (CONFIG.num_ffn_copies, CONFIG.hidden_size // 8, 64)
 
 
-def test_microbatches_match_full_batch(reference):
-    losses, params, _ = run((2, 1, 1), make_batches(3), microbatches=2)
+@pytest.mark.parametrize("mesh_shape", [(2, 1, 1), (2, 2, 2), (1, 4, 2)])
+def test_microbatches_match_full_batch(reference, mesh_shape):
+    losses, params, _ = run(mesh_shape, make_batches(3), microbatches=2)
     np.testing.assert_allclose(losses, reference[0], rtol=2e-5)
     for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(reference[1])):
         np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-4)
@@ -124,3 +137,42 @@ def test_logical_rules_put_activations_and_kernels_where_expected():
     assert shard("hidden", "mlp") == jax.sharding.PartitionSpec("fsdp", "tensor")
     assert shard("layers", "hidden", "heads", "kv") == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
     assert shard("vocab", "embed") == jax.sharding.PartitionSpec("tensor", "fsdp")
+
+
+def collectives_of(mesh_shape, microbatches, config=CONFIG, local=True):
+    mesh, rules, state, step = setup(mesh_shape, microbatches, config, local)
+    rows = make_batches(4)  # 32 rows: 4 per device, one per microbatch
+    batch = jax.device_put({k: np.concatenate([b[k] for b in rows]) for k in rows[0]},
+                           partitioning.batch_sharding(mesh))
+    with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
+        text = step.lower(state, batch).compile().as_text()
+    return hlo_stats.summarize(hlo_stats.ModuleStats(text).collectives()), len(jax.tree.leaves(state.params))
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_fsdp_gathers_once_and_reduces_once_per_step(dropout):
+    """With fsdp and 4 microbatches of a 3-layer shared stack: every collective runs outside the layer and
+    microbatch loops, at most one all-gather per parameter and one reduction per gradient (plus a few scalar
+    all-reduces of the metrics); the partitioner alone puts them inside the loops."""
+    config = CONFIG.replace(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    table, leaves = collectives_of((2, 4, 1), 4, config)
+    assert all(row["runs_in_loops"] == 0 for row in table.values()), table
+    assert table["all-gather"]["runs_per_step"] <= leaves
+    reductions = table.get("reduce-scatter", {}).get("runs_per_step", 0) + table["all-reduce"]["runs_per_step"]
+    assert reductions <= leaves + 8
+    if dropout:
+        return
+    baseline, _ = collectives_of((2, 4, 1), 4, config, local=False)
+    assert sum(row["runs_in_loops"] for row in baseline.values()) >= 3 * 4
+
+
+def test_dropout_draws_per_device_masks_reproducibly():
+    """Dropout through the data-parallel shard_map: every device folds its index into the key (a run repeats
+    bit for bit on the same mesh; masks differ from the single-device run's, so the loss differs a little)."""
+    config = CONFIG.replace(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    first, _, _ = run((2, 2, 1), make_batches(2), microbatches=2, config=config)
+    again, _, _ = run((2, 2, 1), make_batches(2), microbatches=2, config=config)
+    single, _, _ = run((1, 1, 1), make_batches(2), microbatches=2, config=config)
+    assert first == again and np.all(np.isfinite(first))
+    assert first != single
+    np.testing.assert_allclose(first, single, rtol=0.1)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from typing import Any, Sequence
@@ -23,6 +24,14 @@ from albert_jax.jobs import flags
 
 EXIT_OK, EXIT_USER, EXIT_USAGE, EXIT_OOM = 0, 1, 2, 3
 DATA_MACROS = ("TRAIN_DIR", "EVAL_DIR")  # compiling reads no data: bound to '' when a file requires them
+LIBTPU_LOCK = "libtpu multi-process lockfile"
+LIBTPU_LOCK_HELP = (
+    "error: another process on this machine holds libtpu (its lock /tmp/libtpu_lockfile): a TPU job, or a JAX "
+    "process that loaded libtpu without ALLOW_MULTIPLE_LIBTPU_LOAD=1. libtpu lets one process at a time use it "
+    "unless that variable is 1; compiling touches no chip, so `albert-jax compile` sets "
+    "ALLOW_MULTIPLE_LIBTPU_LOAD=1 for itself unless it is already set (here "
+    "ALLOW_MULTIPLE_LIBTPU_LOAD={value!r}). Set it to 1 (or unset it), or wait for the other process to end "
+    "(`lsof /tmp/libtpu_lockfile` names it); remove /tmp/libtpu_lockfile only when no process holds it.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +44,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--search", action="store_true",
                         help="try meshes x remat policies x microbatches x dtypes; print them best first")
     parser.add_argument("--max_candidates", type=int, default=12, help="--search: compiles at most this many")
+    parser.add_argument("--search_meshes", default="",
+                        help="--search: only these meshes, comma-separated DATAxFSDPxTENSOR (e.g. 1x32x1,2x16x1)")
+    parser.add_argument("--search_remat", default="",
+                        help="--search: only these remat policies, comma-separated (default: all, cheapest first)")
+    parser.add_argument("--search_dtypes", default="",
+                        help="--search: compute dtypes, comma-separated (default bfloat16, plus the config's own)")
+    parser.add_argument("--max_microbatches", type=int, default=8,
+                        help="--search: microbatch counts tried per plan double from 1 up to this")
     parser.add_argument("--plan_out", default=None,
                         help="--search: gin file for the best plan (default plan_<topology>.gin here)")
 
@@ -51,6 +68,11 @@ def run(args: argparse.Namespace) -> int:
         result = compile_plan.plan(args.topology, args.num_slices)
     except (ValueError, gin_setup.GinConfigError) as error:
         print(f"error: {str(error).split(chr(10) + '  In call to configurable')[0]}", file=sys.stderr)
+        return EXIT_USER
+    except RuntimeError as error:  # jaxlib's JaxRuntimeError is one
+        if LIBTPU_LOCK not in str(error):
+            raise
+        print(LIBTPU_LOCK_HELP.format(value=os.environ.get('ALLOW_MULTIPLE_LIBTPU_LOAD')), file=sys.stderr)
         return EXIT_USER
     print(json.dumps(result, indent=2, default=float) if args.json else compile_plan.format_report(result))
     if not result["fits"]:

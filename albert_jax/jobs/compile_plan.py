@@ -160,7 +160,9 @@ def format_report(r: dict[str, Any]) -> str:
             f"{r['xla_cost_bytes_accessed_per_chip']:.4g} bytes (counts each loop body once)",
             f"  HBM bytes per chip (XLA's, scaled by the loop undercount)  {r['hbm_bytes_accessed_per_chip']:.4g}",
             f"  collectives per chip  {coll or 'none'}",
-            f"  shared layer, one gather per step would be  {r['shared_layer_gather_bytes_once'] / 2**20:.1f} MiB",
+            f"  shared layer, one gather per step would be  {r['shared_layer_gather_bytes_once'] / 2**20:.1f} MiB; "
+            f"parameter gathers and gradient reductions outside every loop: "
+            f"{'yes' if r['gathers_hoisted'] else 'no ' + str(r['collective_runs_in_loops'])}",
             f"  roofline: compute {r['compute_seconds'] * 1e3:.1f} ms, HBM {r['hbm_seconds'] * 1e3:.1f} ms "
             f"({r['bound']}-bound), collectives {r['collective_seconds'] * 1e3:.1f} ms",
             f"  predicted step {r['predicted_step_seconds'] * 1e3:.1f} ms, "
@@ -170,8 +172,37 @@ def format_report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def candidates(num_chips: int, heads: int, intermediate: int, dtypes: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Meshes (data x fsdp x tensor, tensor a power of two dividing the heads) x remat x dtype, cheapest first."""
+def parse_meshes(text: str, num_chips: int) -> list[dict[str, int]]:
+    """`1x32x1,2x16x1` -> mesh dicts; each must multiply to the slice's chip count."""
+    meshes = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        sizes = item.lower().split("x")
+        if len(sizes) != 3 or not all(size.isdigit() and int(size) > 0 for size in sizes):
+            raise ValueError(f"--search_meshes entry {item!r} is not DATAxFSDPxTENSOR (three positive integers).")
+        data, fsdp, tensor = map(int, sizes)
+        if data * fsdp * tensor != num_chips:
+            raise ValueError(f"--search_meshes entry {item!r} uses {data * fsdp * tensor} chips; the slice has "
+                             f"{num_chips}.")
+        meshes.append({"data": data, "fsdp": fsdp, "tensor": tensor})
+    return meshes
+
+
+def candidates(num_chips: int, heads: int, intermediate: int, dtypes: tuple[str, ...],
+               meshes: list[dict[str, int]] | None = None,
+               remats: tuple[str, ...] = REMAT_ORDER) -> list[dict[str, Any]]:
+    """Meshes (data x fsdp x tensor, tensor a power of two dividing the heads) x remat x dtype, cheapest first.
+
+    `meshes` / `remats` restrict the search (the defaults: every such mesh, every remat policy)."""
+    out = []
+    for dtype in dtypes:
+        for remat in remats:
+            for mesh in meshes or default_meshes(num_chips, heads, intermediate):
+                out.append({**mesh, "remat_policy": remat, "dtype": dtype})
+    return out
+
+
+def default_meshes(num_chips: int, heads: int, intermediate: int) -> list[dict[str, int]]:
+    """fsdp over all, half or none of the chips left by tensor = 1, 2, 4, 8 (dividing heads and FFN width)."""
     meshes = []
     for tensor in (1, 2, 4, 8):
         if num_chips % tensor or heads % tensor or intermediate % tensor:
@@ -179,12 +210,7 @@ def candidates(num_chips: int, heads: int, intermediate: int, dtypes: tuple[str,
         rest = num_chips // tensor
         for fsdp in sorted({1, rest} | ({rest // 2} if rest >= 4 else set())):
             meshes.append({"data": rest // fsdp, "fsdp": fsdp, "tensor": tensor})
-    out = []
-    for dtype in dtypes:
-        for remat in REMAT_ORDER:
-            for mesh in meshes:
-                out.append({**mesh, "remat_policy": remat, "dtype": dtype})
-    return out
+    return meshes
 
 
 def search(args: argparse.Namespace, bindings: list[str]) -> int:
@@ -193,21 +219,27 @@ def search(args: argparse.Namespace, bindings: list[str]) -> int:
 
     from albert_jax.config import AlbertConfig
 
-    config = AlbertConfig()
-    dtypes = ("bfloat16",) if config.dtype == "bfloat16" else ("bfloat16", config.dtype)
     from albert_jax import hardware
 
-    num_chips = hardware.parse_slice(args.topology).num_chips * args.num_slices
+    config = AlbertConfig()
+    dtypes = tuple(_names(args.search_dtypes)) or (
+        ("bfloat16",) if config.dtype == "bfloat16" else ("bfloat16", config.dtype))
+    remats = tuple(_names(args.search_remat)) or REMAT_ORDER
+    unknown = [r for r in remats if r not in REMAT_ORDER]
+    if unknown:
+        raise ValueError(f"--search_remat: unknown policy {unknown}; choose from {', '.join(REMAT_ORDER)}.")
+    chips_per_slice = hardware.parse_slice(args.topology).num_chips
+    meshes = parse_meshes(args.search_meshes, chips_per_slice)
     tried: list[dict[str, Any]] = []
     fitted_meshes: set[tuple] = set()
     started = time.perf_counter()
-    for candidate in candidates(num_chips // args.num_slices, config.num_attention_heads, config.intermediate_size,
-                                dtypes):
+    for candidate in candidates(chips_per_slice, config.num_attention_heads, config.intermediate_size,
+                                dtypes, meshes, remats):
         key = (candidate["data"], candidate["fsdp"], candidate["tensor"], candidate["dtype"])
         if key in fitted_meshes:
             continue  # a cheaper remat policy already fits on this mesh
         microbatches = 1
-        while len(tried) < args.max_candidates and microbatches <= 8:
+        while len(tried) < args.max_candidates and microbatches <= args.max_microbatches:
             try:
                 report = plan(args.topology, args.num_slices, {**candidate, "num_microbatches": microbatches})
             except ValueError as error:  # batch does not split over this mesh / microbatch count
@@ -241,6 +273,10 @@ def search(args: argparse.Namespace, bindings: list[str]) -> int:
         print(f"best plan written to {out_path}: include it after your gin files (--gin_file={out_path})"
               if best else "no plan fits; see the candidates' advice")
     return EXIT_OK if best else EXIT_OOM
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
 def _row(r: dict[str, Any]) -> str:
