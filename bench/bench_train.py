@@ -129,9 +129,6 @@ def main() -> None:
     if not sides or any(side not in ("jax", "torch") for side in sides):
         parser.error(f"--sides takes jax and/or torch, got {args.sides!r}")
 
-    from albert_jax import cpu_backend
-
-    cpu_backend.configure()  # before jax starts its CPU backend, as the command line does
     import torch
 
     torch.set_num_threads(args.threads)
