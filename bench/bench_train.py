@@ -150,7 +150,8 @@ def main() -> None:
     for dtype in args.dtypes.split(","):
         rows = measure(base.replace(dtype=dtype), batch, args.steps, sides)
         for name, wall, cpu in rows:
-            print(f"{name:40s} {wall:8.3f} {cpu:8.3f} {tokens / wall:10.1f} {tokens * flops_per_token / wall / 1e9:8.1f}")
+            gflops = tokens * flops_per_token / wall / 1e9
+            print(f"{name:40s} {wall:8.3f} {cpu:8.3f} {tokens / wall:10.1f} {gflops:8.1f}")
         if len(rows) == 2:
             suffix = "" if dtype == "float32" else f" ({dtype})"
             print(f"speed-up of albert-jax over PyTorch{suffix}: {rows[1][1] / rows[0][1]:.2f}x "
