@@ -83,18 +83,39 @@ class StackedDense(nn.Module):
     bias_axes: tuple[str | None, ...]
     config: AlbertConfig
 
-    @nn.compact
-    def __call__(self, x: Array, layer: Array) -> Array:
+    def setup(self) -> None:
         cfg = self.config
-        kernel = self.param("kernel", boxed(truncated_normal(cfg.initializer_range), ("layers",) + self.kernel_axes),
-                            (self.num_copies,) + self.in_shape + self.out_shape, cfg.weight_dtype)
-        bias = self.param("bias", boxed(nn.initializers.zeros, ("layers",) + self.bias_axes),
-                          (self.num_copies,) + self.out_shape, cfg.weight_dtype)
+        self.kernel = self.param("kernel", boxed(truncated_normal(cfg.initializer_range),
+                                                 ("layers",) + self.kernel_axes),
+                                 (self.num_copies,) + self.in_shape + self.out_shape, cfg.weight_dtype)
+        self.bias = self.param("bias", boxed(nn.initializers.zeros, ("layers",) + self.bias_axes),
+                               (self.num_copies,) + self.out_shape, cfg.weight_dtype)
+
+    def weights(self, layer: Array) -> tuple[Array, Array]:
+        """(kernel, bias) of the copy `layer` uses, in the compute dtype."""
+        cfg = self.config
         copy = copy_index(layer, self.num_copies, cfg.num_hidden_layers)
-        kernel = pick(kernel, copy).astype(cfg.compute_dtype)
-        bias = pick(bias, copy).astype(cfg.compute_dtype)
-        y = jnp.tensordot(x.astype(cfg.compute_dtype), kernel, axes=len(self.in_shape))
+        return pick(self.kernel, copy).astype(cfg.compute_dtype), pick(self.bias, copy).astype(cfg.compute_dtype)
+
+    def __call__(self, x: Array, layer: Array) -> Array:
+        kernel, bias = self.weights(layer)
+        y = jnp.tensordot(x.astype(self.config.compute_dtype), kernel, axes=len(self.in_shape))
         return y + bias
+
+
+def fused_projections(x: Array, denses: tuple[StackedDense, ...], layer: Array) -> tuple[Array, ...]:
+    """`tuple(dense(x, layer) for dense in denses)` as one matmul against the kernels stacked side by side.
+
+    One [tokens, in] x [in, n * out] product (and one of each in the backward: the input gradient, the weight
+    gradient) instead of n narrower ones: on XLA:CPU the query/key/value projections run at a markedly higher
+    GEMM rate that way (docs/PERF.md). The parameters stay separate (the stack is made inside the step; with
+    shared weights it is loop-invariant, so XLA hoists it out of the layer scan).
+    """
+    pairs = [dense.weights(layer) for dense in denses]
+    kernel = jnp.stack([k for k, _ in pairs], axis=1)  # [in, n, *out]
+    bias = jnp.stack([b for _, b in pairs], axis=0)  # [n, *out]
+    y = jnp.tensordot(x.astype(kernel.dtype), kernel, axes=1) + bias
+    return tuple(y[:, :, i] for i in range(len(denses)))
 
 
 class StackedLayerNorm(nn.Module):
@@ -110,7 +131,9 @@ class StackedLayerNorm(nn.Module):
         scale = self.param("scale", boxed(nn.initializers.ones, ("layers", "hidden")), shape, cfg.weight_dtype)
         bias = self.param("bias", boxed(nn.initializers.zeros, ("layers", "hidden")), shape, cfg.weight_dtype)
         copy = copy_index(layer, self.num_copies, cfg.num_hidden_layers)
-        return layer_norm(x, pick(scale, copy), pick(bias, copy), cfg.layer_norm_eps, cfg.compute_dtype)
+        # Statistics recomputed in the backward pass: the scan keeps only the input per layer.
+        return jax.checkpoint(layer_norm, static_argnums=(3, 4))(x, pick(scale, copy), pick(bias, copy),
+                                                                cfg.layer_norm_eps, cfg.compute_dtype)
 
 
 class SharedLayer(nn.Module):
@@ -126,12 +149,10 @@ class SharedLayer(nn.Module):
         n_attn, n_ffn = cfg.num_attention_copies, cfg.num_ffn_copies
         hidden = nn.with_logical_constraint(hidden, ("batch", "length", "hidden"))
 
-        def qkv(name: str) -> Array:
-            dense = StackedDense((width,), (heads, head_dim), n_attn, ("hidden", "heads", "kv"), ("heads", "kv"),
-                                 cfg, name=name)
-            return nn.with_logical_constraint(dense(hidden, layer), ("batch", "length", "heads", "kv"))
-
-        query, key, value = qkv("query"), qkv("key"), qkv("value")
+        projections = tuple(StackedDense((width,), (heads, head_dim), n_attn, ("hidden", "heads", "kv"),
+                                         ("heads", "kv"), cfg, name=name) for name in ("query", "key", "value"))
+        query, key, value = (nn.with_logical_constraint(y, ("batch", "length", "heads", "kv"))
+                             for y in fused_projections(hidden, projections, layer))
         mask = attention_mask[:, None, None, :].astype(bool)  # [batch, 1, 1, keys]: padding keys masked out
         if cfg.attention_probs_dropout_prob > 0.0 and not self.deterministic:
             # Attention dropout needs the probabilities, which the fused kernel never materializes.
@@ -140,7 +161,9 @@ class SharedLayer(nn.Module):
                                                dropout_rng=self.make_rng("dropout"), deterministic=False,
                                                dtype=cfg.compute_dtype)
         else:
-            context = jax.nn.dot_product_attention(query, key, value, mask=mask)
+            # Recomputed in the backward pass from query, key and value (which the projections' gradients keep
+            # anyway): the scan then stores no [batch, heads, length, length] probabilities per layer.
+            context = jax.checkpoint(jax.nn.dot_product_attention)(query, key, value, mask=mask)
         attention_out = StackedDense((heads, head_dim), (width,), n_attn, ("heads", "kv", "hidden"), ("hidden",),
                                      cfg, name="attention_output")(context, layer)
         attention_out = nn.Dropout(cfg.hidden_dropout_prob)(attention_out, deterministic=self.deterministic)
@@ -148,7 +171,9 @@ class SharedLayer(nn.Module):
 
         intermediate = StackedDense((width,), (cfg.intermediate_size,), n_ffn, ("hidden", "mlp"), ("mlp",), cfg,
                                     name="ffn")(hidden, layer)
-        intermediate = nn.with_logical_constraint(activation(cfg.hidden_act)(intermediate),
+        # Recomputed in the backward pass from its input: the layer scan then saves one FFN-wide array per
+        # layer for the activation instead of one per intermediate of its formula (six for gelu_new).
+        intermediate = nn.with_logical_constraint(jax.checkpoint(activation(cfg.hidden_act))(intermediate),
                                                   ("batch", "length", "mlp"))
         ffn_out = StackedDense((cfg.intermediate_size,), (width,), n_ffn, ("mlp", "hidden"), ("hidden",), cfg,
                                name="ffn_output")(intermediate, layer)

@@ -6,7 +6,7 @@ the masked positions plus the sentence-order loss, backward, optimizer update. a
 optimizer is a negligible share of the step at this size). Each side is warmed up, then timed over several
 steps; the median step time gives tokens/s and achieved GFLOP/s from the analytic FLOPs of `describe`.
 
-  PYTHONPATH=. python bench/bench_train.py [--steps 5] [--batch 8] [--seq 128] [--threads 2]
+  python bench/bench_train.py [--steps 5] [--batch 8] [--seq 128] [--threads 2] [--dtypes float32,bfloat16]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import argparse
 import os
 import statistics
 import time
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -53,11 +54,11 @@ def time_jax(config, batch: dict[str, np.ndarray], steps: int) -> list[float]:
     times = []
     with jax.set_mesh(mesh):
         for i in range(steps + 2):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             state, metrics = step(state, device_batch)
             jax.block_until_ready(metrics["loss"])
             if i >= 2:  # the first call compiles, the second settles buffers
-                times.append(time.perf_counter() - start)
+                times.append((time.perf_counter() - start, time.process_time() - cpu))
     return times
 
 
@@ -80,20 +81,35 @@ def time_torch(config, batch: dict[str, np.ndarray], steps: int) -> list[float]:
     positions = torch.from_numpy(batch["masked_lm_positions"]).long()
     targets = torch.from_numpy(batch["masked_lm_ids"]).long()
     labels = torch.from_numpy(batch["sentence_labels"]).long()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.dtype == "bfloat16")
     times = []
     for i in range(steps + 1):
-        start = time.perf_counter()
-        out = model(input_ids=ids, attention_mask=mask, token_type_ids=segments)
-        logits = out.prediction_logits.gather(1, positions[..., None].expand(-1, -1, hf_config.vocab_size))
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, hf_config.vocab_size), targets.reshape(-1))
-        loss = loss + torch.nn.functional.cross_entropy(out.sop_logits, labels)
+        start, cpu = time.perf_counter(), time.process_time()
+        with autocast:
+            out = model(input_ids=ids, attention_mask=mask, token_type_ids=segments)
+            logits = out.prediction_logits.gather(1, positions[..., None].expand(-1, -1, hf_config.vocab_size))
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, hf_config.vocab_size).float(),
+                                                     targets.reshape(-1))
+            loss = loss + torch.nn.functional.cross_entropy(out.sop_logits.float(), labels)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if i >= 1:
-            times.append(time.perf_counter() - start)
+            times.append((time.perf_counter() - start, time.process_time() - cpu))
     return times
+
+
+def measure(config: Any, batch: dict[str, np.ndarray], steps: int, sides: Sequence[str]) -> list[tuple]:
+    """(side name, median wall s, median process-CPU s) per side, each timed on `config`'s compute dtype."""
+    label = "" if config.dtype == "float32" else f" {config.dtype}"
+    runners = {"jax": ("albert-jax (jit, LAMB)", time_jax), "torch": ("transformers PyTorch (AdamW)", time_torch)}
+    rows = []
+    for side in sides:
+        name, fn = runners[side]
+        times = fn(config, batch, steps)
+        rows.append((name + label, statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)))
+    return rows
 
 
 def main() -> None:
@@ -104,30 +120,43 @@ def main() -> None:
     parser.add_argument("--predictions", type=int, default=20)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--dtypes", default="float32",
+                        help="comma-separated compute dtypes, one pair of rows each (float32, bfloat16); "
+                             "bfloat16 runs PyTorch under CPU autocast")
+    parser.add_argument("--sides", default="jax,torch", help="which sides to run (jax, torch)")
     args = parser.parse_args()
+    sides = [side for side in args.sides.split(",") if side]
+    if not sides or any(side not in ("jax", "torch") for side in sides):
+        parser.error(f"--sides takes jax and/or torch, got {args.sides!r}")
 
     import torch
 
     torch.set_num_threads(args.threads)
     from albert_jax import describe, gin_setup
     from albert_jax.config import AlbertConfig
+    from albert_jax.jobs import configurables
 
+    configurables.register_all()  # gin locks its registry when it parses: every configurable imported first
     gin_setup.parse([args.gin_file], [])
-    config = AlbertConfig()
-    flops_per_token = describe.train_flops_per_token(config, args.seq, args.predictions)
-    batch = synthetic_batch(args.batch, args.seq, args.predictions, config.vocab_size)
+    base = AlbertConfig()
+    flops_per_token = describe.train_flops_per_token(base, args.seq, args.predictions)
+    batch = synthetic_batch(args.batch, args.seq, args.predictions, base.vocab_size)
     tokens = args.batch * args.seq
-    rows = []
-    for name, fn in (("albert-jax (jit, LAMB)", time_jax), ("transformers PyTorch (AdamW)", time_torch)):
-        times = fn(config, batch, args.steps)
-        median = statistics.median(times)
-        rows.append((name, median, tokens / median, tokens * flops_per_token / median / 1e9))
     print(f"{args.gin_file}: batch {args.batch} x {args.seq}, {args.predictions} predictions, "
-          f"{flops_per_token / 1e6:.1f} MFLOP/token, {args.steps} timed steps, {args.threads} threads")
-    print(f"{'':32s} {'s/step':>8s} {'tokens/s':>10s} {'GFLOP/s':>8s}")
-    for name, median, tps, gflops in rows:
-        print(f"{name:32s} {median:8.3f} {tps:10.1f} {gflops:8.1f}")
-    print(f"speed-up of albert-jax over PyTorch: {rows[1][1] / rows[0][1]:.2f}x")
+          f"{flops_per_token / 1e6:.1f} MFLOP/token, {args.steps} timed steps, {args.threads} threads; "
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load average before: {os.getloadavg()[0]:.2f}",
+          flush=True)
+    print(f"{'':40s} {'s/step':>8s} {'CPU s':>8s} {'tokens/s':>10s} {'GFLOP/s':>8s}")
+    for dtype in args.dtypes.split(","):
+        rows = measure(base.replace(dtype=dtype), batch, args.steps, sides)
+        for name, wall, cpu in rows:
+            gflops = tokens * flops_per_token / wall / 1e9
+            print(f"{name:40s} {wall:8.3f} {cpu:8.3f} {tokens / wall:10.1f} {gflops:8.1f}")
+        if len(rows) == 2:
+            suffix = "" if dtype == "float32" else f" ({dtype})"
+            print(f"speed-up of albert-jax over PyTorch{suffix}: {rows[1][1] / rows[0][1]:.2f}x "
+                  f"(in process-CPU seconds: {rows[1][2] / rows[0][2]:.2f}x)", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
