@@ -131,9 +131,7 @@ class StackedLayerNorm(nn.Module):
         scale = self.param("scale", boxed(nn.initializers.ones, ("layers", "hidden")), shape, cfg.weight_dtype)
         bias = self.param("bias", boxed(nn.initializers.zeros, ("layers", "hidden")), shape, cfg.weight_dtype)
         copy = copy_index(layer, self.num_copies, cfg.num_hidden_layers)
-        # Statistics recomputed in the backward pass: the scan keeps only the input per layer.
-        return jax.checkpoint(layer_norm, static_argnums=(3, 4))(x, pick(scale, copy), pick(bias, copy),
-                                                                cfg.layer_norm_eps, cfg.compute_dtype)
+        return layer_norm(x, pick(scale, copy), pick(bias, copy), cfg.layer_norm_eps, cfg.compute_dtype)
 
 
 class SharedLayer(nn.Module):
@@ -161,9 +159,7 @@ class SharedLayer(nn.Module):
                                                dropout_rng=self.make_rng("dropout"), deterministic=False,
                                                dtype=cfg.compute_dtype)
         else:
-            # Recomputed in the backward pass from query, key and value (which the projections' gradients keep
-            # anyway): the scan then stores no [batch, heads, length, length] probabilities per layer.
-            context = jax.checkpoint(jax.nn.dot_product_attention)(query, key, value, mask=mask)
+            context = jax.nn.dot_product_attention(query, key, value, mask=mask)
         attention_out = StackedDense((heads, head_dim), (width,), n_attn, ("heads", "kv", "hidden"), ("hidden",),
                                      cfg, name="attention_output")(context, layer)
         attention_out = nn.Dropout(cfg.hidden_dropout_prob)(attention_out, deterministic=self.deterministic)
@@ -171,9 +167,7 @@ class SharedLayer(nn.Module):
 
         intermediate = StackedDense((width,), (cfg.intermediate_size,), n_ffn, ("hidden", "mlp"), ("mlp",), cfg,
                                     name="ffn")(hidden, layer)
-        # Recomputed in the backward pass from its input: the layer scan then saves one FFN-wide array per
-        # layer for the activation instead of one per intermediate of its formula (six for gelu_new).
-        intermediate = nn.with_logical_constraint(jax.checkpoint(activation(cfg.hidden_act))(intermediate),
+        intermediate = nn.with_logical_constraint(activation(cfg.hidden_act)(intermediate),
                                                   ("batch", "length", "mlp"))
         ffn_out = StackedDense((cfg.intermediate_size,), (width,), n_ffn, ("mlp", "hidden"), ("hidden",), cfg,
                                name="ffn_output")(intermediate, layer)
