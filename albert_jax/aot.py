@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 import time
 from typing import Any, Callable
@@ -44,12 +43,7 @@ class OutOfMemory(Exception):
 
 
 def slice_devices(slice_: Slice, num_slices: int = 1) -> list[Any]:
-    """The devices of `num_slices` copies of the slice, for compiling only (nothing is attached).
-
-    Compiling touches no chip, so libtpu's one-process lock (taken by any JAX process that loaded libtpu, even
-    one running on CPU) is waived for this process.
-    """
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    """The devices of `num_slices` copies of the slice, for compiling only (nothing is attached)."""
     topology = topologies.get_topology_desc(
         platform="tpu", topology_name=slice_.topology_name, chip_config_name=slice_.chip_config_name,
         chips_per_host_bounds=slice_.chips_per_host_bounds, num_slices=num_slices)

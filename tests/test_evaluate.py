@@ -17,7 +17,6 @@ import json
 import os
 import random
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +37,7 @@ from albert_jax.input.tokenizer import train_vocab
 from albert_jax.jobs import cli, configurables, evaluate
 from albert_jax.model import AlbertForPreTraining
 from conftest import TorchWorker
+import tb_events
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_BATCH = 16
@@ -111,20 +111,8 @@ def eval_batches(eval_dir: str, gin_file: str | None = None) -> list[dict[str, n
 
 
 def tensorboard_scalars(directory: Path, tag: str) -> dict[int, float]:
-    """{step: value} of `tag` in the TFRecord event files under `directory`, parsed here with TensorFlow's own
-    Event proto (the writer is tensorboardX's)."""
-    from tensorflow.core.util import event_pb2
-
-    values = {}
-    for path in sorted(directory.glob("events.out.tfevents*")):
-        data = path.read_bytes()
-        offset = 0
-        while offset < len(data):
-            (length,) = struct.unpack("<Q", data[offset: offset + 8])
-            event = event_pb2.Event.FromString(data[offset + 12: offset + 12 + length])
-            offset += 16 + length
-            values.update({event.step: v.simple_value for v in event.summary.value if v.tag == tag})
-    return values
+    """{step: value} of `tag` in the event files under `directory`."""
+    return {step: value for (step, name), value in tb_events.scalars(directory).items() if name == tag}
 
 
 def restore_checkpoint(workdir: Path, step: int) -> tuple[AlbertConfig, Any]:

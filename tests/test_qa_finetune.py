@@ -61,7 +61,7 @@ def baselines(examples: list[squad.SquadExample]) -> dict[str, dict[str, str]]:
             "no answer": {e.qas_id: "" for e in examples}}
 
 
-def run(args: list[str], capsys: pytest.CaptureFixture) -> dict[str, Any]:
+def run(args: list[str]) -> dict[str, Any]:
     """`python -m albert_jax finetune ...` in its own process on one CPU device (as a user runs it; one device
     also spares 2 cores the rendezvous of 8 simulated ones), returning the best evaluation it printed."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=1")
@@ -83,8 +83,7 @@ def assert_training_loss_fell(out: Path, choices: int) -> None:
 
 
 @pytest.mark.parametrize("version,head,steps", [("v1.1", "span", 300), ("v2.0", "original_v2", 300)])
-def test_squad_end_to_end(version: str, head: str, steps: int, model_dir: Path, demo_corpus: dict, tmp_path: Path,
-                      capsys: pytest.CaptureFixture) -> None:
+def test_squad_end_to_end(version: str, head: str, steps: int, model_dir: Path, demo_corpus: dict, tmp_path: Path) -> None:
     v2 = version == "v2.0"
     paths = synthetic.write_squad(demo_corpus["text"], tmp_path / "data", train=6000, dev=300, seed=0,
                                   unanswerable=1 / 3 if v2 else 0.0, min_sentences=1, max_sentences=2)
@@ -93,7 +92,7 @@ def test_squad_end_to_end(version: str, head: str, steps: int, model_dir: Path, 
                 "--gin.make_squad_task.source='files'", f"--gin.make_squad_task.files={json.dumps(paths)}",
                 f"--gin.make_squad_task.head='{head}'", "--gin.make_squad_task.max_query_length=32",
                 "--gin.make_squad_task.doc_stride=32", "--gin.finetune.batch_size=8",
-                f"--gin.finetune.num_train_steps={steps}", "--gin.finetune.learning_rate=2e-3"], capsys)
+                f"--gin.finetune.num_train_steps={steps}", "--gin.finetune.learning_rate=2e-3"])
     reported = best["dev"]
     files = out / "eval" / f"step_{steps}" / "dev"
     predictions = json.loads((files / "predictions.json").read_text())
@@ -121,7 +120,7 @@ def test_squad_end_to_end(version: str, head: str, steps: int, model_dir: Path, 
     assert_training_loss_fell(out, SEQ)
 
 
-def test_race_end_to_end(model_dir: Path, demo_corpus: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_race_end_to_end(model_dir: Path, demo_corpus: dict, tmp_path: Path) -> None:
     paths = synthetic.write_race(demo_corpus["text"], tmp_path / "data", train=3000, dev=200, seed=0,
                                  min_sentences=1, max_sentences=4)
     out = tmp_path / "out"
@@ -130,7 +129,7 @@ def test_race_end_to_end(model_dir: Path, demo_corpus: dict, tmp_path: Path, cap
                 "--gin.make_race_task.source='files'", f"--gin.make_race_task.files={json.dumps(paths)}",
                 "--gin.make_race_task.max_qa_length=24", "--gin.finetune.batch_size=8",
                 f"--gin.finetune.num_train_steps={steps}", "--gin.finetune.learning_rate=3e-3",
-                "--gin.finetune.classifier_dropout=0.0", "--gin.finetune.eval_every=0"], capsys)
+                "--gin.finetune.classifier_dropout=0.0", "--gin.finetune.eval_every=0"])
     reported = best["dev"]
     predictions = json.loads((out / "eval" / f"step_{steps}" / "dev" / "predictions.json").read_text())
     records = [json.loads(p.read_text()) for level in ("middle", "high")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 
 import pytest
 
+import tb_events
 from albert_jax.jobs import sinks
 
 
@@ -50,13 +50,4 @@ def test_metrics_writer_leaves_torch_unimported_and_writes_readable_events(tmp_p
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "False"
     assert (tmp_path / "metrics.jsonl").read_text().strip() == '{"step": 7, "loss": 2.5}'
-    from tensorflow.core.util import event_pb2
-
-    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents*")
-    data, offset, found = events.read_bytes(), 0, {}
-    while offset < len(data):
-        (length,) = struct.unpack("<Q", data[offset: offset + 8])
-        event = event_pb2.Event.FromString(data[offset + 12: offset + 12 + length])
-        offset += 16 + length
-        found.update({(event.step, v.tag): v.simple_value for v in event.summary.value})
-    assert found == {(7, "loss"): 2.5}
+    assert tb_events.scalars(tmp_path / "tensorboard") == {(7, "loss"): 2.5}

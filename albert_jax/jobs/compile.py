@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Compiling touches no chip, so libtpu's one-process lock (taken by any JAX process that loads libtpu, even
+    # one running on CPU) is waived for this process, before anything loads libtpu.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     from albert_jax import gin_setup
     from albert_jax.jobs import compile_plan
 

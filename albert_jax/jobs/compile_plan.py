@@ -193,12 +193,9 @@ def candidates(num_chips: int, heads: int, intermediate: int, dtypes: tuple[str,
     """Meshes (data x fsdp x tensor, tensor a power of two dividing the heads) x remat x dtype, cheapest first.
 
     `meshes` / `remats` restrict the search (the defaults: every such mesh, every remat policy)."""
-    out = []
-    for dtype in dtypes:
-        for remat in remats:
-            for mesh in meshes or default_meshes(num_chips, heads, intermediate):
-                out.append({**mesh, "remat_policy": remat, "dtype": dtype})
-    return out
+    meshes = meshes or default_meshes(num_chips, heads, intermediate)
+    return [{**mesh, "remat_policy": remat, "dtype": dtype} for dtype in dtypes for remat in remats
+            for mesh in meshes]
 
 
 def default_meshes(num_chips: int, heads: int, intermediate: int) -> list[dict[str, int]]:

@@ -38,8 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dev", type=int, default=300, help="dev questions")
     parser.add_argument("--seed", type=int, default=0, help="the sampling seed (same seed, same set)")
     parser.add_argument("--v2", action="store_true", help="squad: one third unanswerable questions (v2.0 format)")
-    parser.add_argument("--min_sentences", type=int, default=2, help="sentences per paragraph, at least")
-    parser.add_argument("--max_sentences", type=int, default=4, help="sentences per paragraph, at most")
+    parser.add_argument("--min_sentences", type=int, default=None,
+                        help="sentences per paragraph, at least (default: the builder's, 2)")
+    parser.add_argument("--max_sentences", type=int, default=None,
+                        help="sentences per paragraph, at most (default: the builder's, SQuAD 4, RACE 5)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.text).is_file():
         raise FileNotFoundError(f"no corpus text at {args.text}: give --text=FILE (one sentence per line, blank "
                                 "lines between documents), or run `albert-jax data demo` to prepare the demo corpus.")
-    shape = dict(min_sentences=args.min_sentences, max_sentences=args.max_sentences)
+    shape = {name: value for name, value in (("min_sentences", args.min_sentences),
+                                             ("max_sentences", args.max_sentences)) if value is not None}
     if args.kind == "squad":
         paths = synthetic.write_squad(args.text, args.out, args.train, args.dev, args.seed,
                                       1 / 3 if args.v2 else 0.0, **shape)

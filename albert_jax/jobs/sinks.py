@@ -1,7 +1,7 @@
 """Metric sinks (TensorBoard, JSONL, console) and throughput accounting (tokens/s, MFU, ETA).
 
 Only process 0 writes files; every process may print. MFU uses the analytic FLOPs of `describe` over the
-chip's dense bf16 peak; on CPU there is no meaningful peak, so achieved GFLOP/s is reported instead.
+chip's dense bf16 peak (`hardware.CHIPS`); on CPU there is no meaningful peak, so achieved GFLOP/s is reported instead.
 """
 
 from __future__ import annotations
@@ -15,29 +15,13 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-# Dense bf16 peak FLOP/s per chip (vendor spec sheets; no sparsity).
-PEAK_FLOPS: dict[str, float] = {
-    "TPU v4": 275e12,
-    "TPU v5 lite": 197e12,  # v5e
-    "TPU v5e": 197e12,
-    "TPU v5p": 459e12,
-    "TPU v5": 459e12,
-    "TPU v6 lite": 918e12,  # v6e (Trillium)
-    "TPU v6e": 918e12,
-    "NVIDIA A100": 312e12,
-    "NVIDIA H100": 989e12,
-    "NVIDIA H200": 989e12,
-}
-
-
 def peak_flops_per_device(device_kind: str | None = None) -> float | None:
-    """Peak FLOP/s of one device of this kind, or None when unknown (CPU included)."""
-    kind = device_kind if device_kind is not None else jax.devices()[0].device_kind
-    best = None
-    for name, peak in PEAK_FLOPS.items():  # longest matching prefix wins ("TPU v5 lite" before "TPU v5")
-        if kind.startswith(name) and (best is None or len(name) > len(best[0])):
-            best = (name, peak)
-    return best[1] if best else None
+    """Dense bf16 peak FLOP/s of one device of this kind from the chip table (`hardware.CHIPS`), or None when
+    unknown (CPU included)."""
+    from albert_jax import hardware
+
+    chip = hardware.chip_for_device_kind(device_kind if device_kind is not None else jax.devices()[0].device_kind)
+    return chip.peak_bf16_flops if chip else None
 
 
 def format_duration(seconds: float) -> str:
