@@ -245,6 +245,7 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
     order_rng = np.random.default_rng(seed)
     order = np.empty(0, np.int64)
     results: dict[str, dict[str, float]] = {}
+    in_flight = None
     for step in range(1 if total else 0, total + 1):
         if step == 0:  # evaluation only
             pass
@@ -253,6 +254,12 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
         if step:
             indices, order = order[:batch_size], order[batch_size:]
             state, step_metrics = runner.train_step(state, train.batch(indices, batch_size))
+            # At most two steps in flight, as in the pretraining loop: an unbounded queue of multi-device steps
+            # deadlocks XLA:CPU's simulated devices (one device's part never joins a collective's rendezvous,
+            # and the process aborts after 40 s) and holds every queued batch in memory.
+            if in_flight is not None:
+                jax.block_until_ready(in_flight)
+            in_flight = step_metrics
         if step and (step % log_every == 0 or step == total):
             host = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
             writer.write(step, host)
