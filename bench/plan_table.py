@@ -104,7 +104,7 @@ def row(model: str, reports: list[dict]) -> str:
                   f"{r['predicted_mfu']:.1%}", f"{hours:.0f} h", r["bound"]]
     else:
         cells += [""] * 5
-    cells.append(f"{r['compile_seconds']:.0f} s")
+    cells.append(f"{r['compile_seconds']:.0f} s" if "compile_seconds" in r else "")
     return "| " + " | ".join(cells) + " |"
 
 
