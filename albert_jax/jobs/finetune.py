@@ -59,6 +59,7 @@ EPILOG = flags.examples(
     "    --gin.finetune.max_seq_length=128 --gin.make_task.data_dir=\"'/data/tfds'\"",
     "albert-jax finetune --gin_file=finetune/sst2.gin --model=runs/demo --workdir=OUT --dry_run")
 OPTIMIZERS = ("adamw_original", "adamw")
+INITS = ("pretrained", "random")
 
 
 def make_optimizer(name: str, params_axes: Any, schedule: optax.Schedule,
@@ -108,15 +109,17 @@ class Runner:
         stack.enter_context(nn.logical_axis_rules(list(self.rules)))
         return stack
 
-    def initial_state(self, params: dict[str, Any], restore_head: bool = False) -> steps.TrainState:
+    def initial_state(self, params: dict[str, Any], restore_head: bool = False,
+                      restore_encoder: bool = True) -> steps.TrainState:
         """A fresh head and optimizer state around the pretrained encoder `params["albert"]`; with `restore_head`
-        the head tensors too, from `params` (a model fine-tuned or imported with this head)."""
+        the head tensors too, from `params` (a model fine-tuned or imported with this head). Without
+        `restore_encoder` the encoder keeps its fresh initialization (the model's own, drawn from the seed)."""
         state = self._init()
         fresh = state.params
         expected = jax.tree.map(lambda a: a.shape, fresh["albert"])
         if jax.tree.map(lambda a: tuple(np.shape(a)), params["albert"]) != expected:
             raise PretrainedError("the pretrained encoder's parameter tree differs from the task model's encoder")
-        names = ["albert"]
+        names = ["albert"] if restore_encoder else []
         if restore_head:
             head = [name for name in fresh if name != "albert"]
             shapes = lambda tree: jax.tree.map(lambda a: tuple(np.shape(a)), tree)  # noqa: E731
@@ -176,7 +179,8 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
              learning_rate: float = 2e-5, weight_decay: float = 0.01, optimizer: str = "adamw_original",
              albert_dropout: float | None = None, classifier_dropout: float = 0.1, dtype: str | None = None,
              eval_every: int = 0, eval_batch_size: int = 64, log_every: int = 100, seed: int = 12345,
-             save_model: bool = True, family: str = "classification", restore_head: bool = False) -> dict[str, Any]:
+             save_model: bool = True, family: str = "classification", restore_head: bool = False,
+             init_from: str = "pretrained") -> dict[str, Any]:
     """Fine-tunes the model at `init` on the task of `family` in `workdir`; returns the final and best evaluations.
 
     Args:
@@ -194,11 +198,18 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
       seed: classifier init, dropout and data order. save_model: write workdir/model at the end.
       family: 'classification' (`make_task`), 'squad' (`make_squad_task`) or 'race' (`make_race_task`); see
         `downstream.families`. restore_head: start from the head stored with `init` instead of a fresh one.
+      init_from: 'pretrained' starts the encoder from `init`'s weights; 'random' takes only its architecture and
+        vocabulary and initializes the encoder afresh from `seed` (the from-scratch baseline of a transfer test).
     """
     if jax.process_count() > 1:
         raise RuntimeError("fine-tuning runs in one process (over all its local devices); run it on one host")
     if (num_train_steps is None) == (num_epochs is None):
         raise ValueError("set exactly one of finetune.num_train_steps and finetune.num_epochs")
+    if init_from not in INITS:
+        raise ValueError(f"finetune.init_from={init_from!r} is not one of {INITS}")
+    if init_from == "random" and restore_head:
+        raise ValueError("finetune.init_from='random' with finetune.restore_head=True: a random encoder under a "
+                         "trained head; set one of them")
     task = families.make_family(family)
     if not task.eval_splits:
         raise ValueError(f"task {task.name!r} has no evaluation split: add one to the task's files (or eval_splits)")
@@ -224,7 +235,8 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
         raise ValueError(f"the train split has {len(train)} examples, fewer than finetune.batch_size={batch_size}")
     total = num_train_steps if num_train_steps is not None else max(1, int(num_epochs * steps_per_epoch))
     warmup = warmup_steps if warmup_steps is not None else int(warmup_proportion * total)
-    print(f"Fine-tuning {pretrained.source} on {task.name}: {len(train)} train examples "
+    source = pretrained.source if init_from == "pretrained" else f"a random init of {pretrained.source}'s architecture"
+    print(f"Fine-tuning {source} on {task.name}: {len(train)} train examples "
           f"({', '.join(f'{s} {len(e)}' for s, e in evals.items())}), {total} steps of {batch_size}, warmup {warmup}, "
           f"lr {learning_rate}; data ready in {time.time() - started:.1f}s.", flush=True)
 
@@ -238,7 +250,7 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
     if batch_size % ways or eval_batch_size % ways:
         raise ValueError(f"finetune.batch_size={batch_size} and eval_batch_size={eval_batch_size} must be multiples "
                          f"of the {ways} data-parallel devices")
-    state = runner.initial_state(pretrained.params, restore_head)
+    state = runner.initial_state(pretrained.params, restore_head, restore_encoder=init_from == "pretrained")
     del pretrained
 
     writer = MetricsWriter(str(out), subdir="tensorboard", jsonl_name="train.jsonl")
@@ -271,18 +283,19 @@ def finetune(init: str, workdir: str, vocab: str | None = None, init_step: int |
             print(f"eval step {step}: {json.dumps(results)}{' (best so far)' if improved else ''}", flush=True)
     writer.close()
     if save_model:
-        _save_model(out / "model", config, state.params, task.task, family, vocab_path, max_seq_length, init)
+        _save_model(out / "model", config, state.params, task.task, family, vocab_path, max_seq_length, init,
+                    init_from)
     best = json.loads((out / "eval" / "best.json").read_text())
     return {"final": results, "best": best, "steps": total}
 
 
 def _save_model(directory: Path, config: AlbertConfig, params: Any, task: Any, family: str, vocab: str,
-                max_seq_length: int, init: str) -> None:
+                max_seq_length: int, init: str, init_from: str = "pretrained") -> None:
     """albert_config.json + params/ (encoder and head) + task.json + the vocabulary, loadable again by
     `load_pretrained` (whose encoder can start another fine-tuning)."""
     folder.write(directory, config, jax.device_get(params), files=[Path(vocab)], force=True)
     record = {"family": family, "task": dataclasses.asdict(task), "max_seq_length": max_seq_length,
-              "init": str(init)}
+              "init": str(init), "init_from": init_from}
     (directory / folder.TASK_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
