@@ -16,6 +16,9 @@ import pytest
 from albert_jax import gin_setup
 from albert_jax.config import AlbertConfig
 from albert_jax.describe import train_flops_per_token
+from albert_jax.jobs import configurables
+
+configurables.register_all()  # this file must pass alone, not only after other tests imported the jobs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = os.path.join(REPO, "experiments")
