@@ -124,6 +124,9 @@ def main() -> None:
                         help="comma-separated compute dtypes, one pair of rows each (float32, bfloat16); "
                              "bfloat16 runs PyTorch under CPU autocast")
     parser.add_argument("--sides", default="jax,torch", help="which sides to run (jax, torch)")
+    parser.add_argument("--binding", action="append", default=[],
+                        help="a gin binding applied after --gin_file, e.g. \"AlbertConfig.remat_policy='dots_saveable'\" "
+                             "(scale/demo.gin's choice, the fastest on CPU); repeatable")
     args = parser.parse_args()
     sides = [side for side in args.sides.split(",") if side]
     if not sides or any(side not in ("jax", "torch") for side in sides):
@@ -137,12 +140,12 @@ def main() -> None:
     from albert_jax.jobs import configurables
 
     configurables.register_all()  # gin locks its registry when it parses: every configurable imported first
-    gin_setup.parse([args.gin_file], [])
+    gin_setup.parse([args.gin_file], args.binding)
     base = AlbertConfig()
     flops_per_token = describe.train_flops_per_token(base, args.seq, args.predictions)
     batch = synthetic_batch(args.batch, args.seq, args.predictions, base.vocab_size)
     tokens = args.batch * args.seq
-    print(f"{args.gin_file}: batch {args.batch} x {args.seq}, {args.predictions} predictions, "
+    print(f"{args.gin_file} {' '.join(args.binding)} (remat {base.remat_policy}): batch {args.batch} x {args.seq}, {args.predictions} predictions, "
           f"{flops_per_token / 1e6:.1f} MFLOP/token, {args.steps} timed steps, {args.threads} threads; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load average before: {os.getloadavg()[0]:.2f}",
           flush=True)
