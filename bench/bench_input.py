@@ -41,7 +41,7 @@ from albert_jax.input.records import SpecialIds
 from albert_jax.input.write_instances import write_instances
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling runner, however this file is started
-from original_generator import HOW_TO_GET, find_original, run_original  # noqa: E402
+from original_generator import HOW_TO_GET, OriginalNotFound, find_original, run_original  # noqa: E402
 
 
 def read_prefix(path: str, megabytes: float) -> str:
@@ -173,7 +173,10 @@ def main() -> None:
     parser.add_argument("--predictions", type=int, default=20, help="max_predictions_per_seq (20 at 512)")
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
-    original = find_original(args.original) if args.original else None  # fail before the long measurements
+    try:
+        original = find_original(args.original) if args.original else None  # fail before the long measurements
+    except OriginalNotFound as error:
+        parser.error(str(error))
 
     with tempfile.TemporaryDirectory() as workdir:
         text = args.text or next(iter(sorted(glob.glob("cache/demo/text/*.txt"))), None)
