@@ -134,18 +134,21 @@ def bench_dynamic(instance_dir: str, seconds: float, batch: int, masking: Maskin
 
 def bench_raw(documents: list[list[str]], encode: Callable, vocab_size: int, word_start: np.ndarray,
               config: InstanceConfig, masking: MaskingConfig, dupe_factor: int, batch: int) -> tuple:
-    """Tokenize, make instances (dupe_factor copies), mask and lay out fixed arrays; returns counts and times."""
+    """Tokenize, make instances (dupe_factor copies), mask and lay out fixed arrays; returns the count, CPU and
+    wall seconds, and mean real tokens per sequence."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
     records = [encode_document(encode(doc)) for doc in documents]
     maker = InstanceMaker(records, config, seed=0, vocab_size=vocab_size)
     masker = Masker(masking, vocab_size, word_start, seed=0)
-    count, pending = 0, []
+    count, tokens, pending = 0, 0, []
 
     def flush() -> None:
         ids = np.zeros((len(pending), config.max_seq_length), np.int32)
         for row, inst in enumerate(pending):
             ids[row, :inst.tokens.size] = inst.tokens
         lengths = np.asarray([inst.tokens.size for inst in pending])
+        nonlocal tokens
+        tokens += int(lengths.sum())
         masker(ids, lengths, np.arange(len(pending)) + count, np.zeros(len(pending)))
 
     for dupe in range(dupe_factor):
@@ -158,7 +161,7 @@ def bench_raw(documents: list[list[str]], encode: Callable, vocab_size: int, wor
     if pending:
         flush()
         count += len(pending)
-    return count, time.process_time() - cpu0, time.perf_counter() - wall0
+    return count, time.process_time() - cpu0, time.perf_counter() - wall0, tokens / max(count, 1)
 
 
 def main() -> None:
@@ -209,11 +212,11 @@ def main() -> None:
         raw_docs = read_documents(raw_text, args.mb)
         raw_rate = 0.0
         for dupe in (1, 5):
-            count, cpu, wall = bench_raw(raw_docs, encode, vocab_size, word_start, config, masking, dupe,
-                                         args.batch)
+            count, cpu, wall, mean_tokens = bench_raw(raw_docs, encode, vocab_size, word_start, config, masking,
+                                                      dupe, args.batch)
             raw_rate = count / cpu
             print(f"[raw text, {args.mb:g} MB, dupe_factor {dupe}] tokenize + instances + masks: "
-                  f"{rate(count, cpu, wall)}")
+                  f"{rate(count, cpu, wall)}; mean {mean_tokens:.0f} real tokens")
 
         if original is None:
             print(f"speed-up of albert-jax over the original generator: not measured (no --original); {HOW_TO_GET}")
@@ -229,10 +232,12 @@ def main() -> None:
               f"{theirs['tensorflow']} compat.v1): {original_rate:,.1f} seq per CPU second of its run "
               f"({theirs['count'] / theirs['wall']:,.1f}/s wall; {theirs['count']} sequences written); "
               f"{whole_rate:,.1f} per CPU second of the whole child ({theirs['cpu']:.1f} CPU s, of which "
-              f"{theirs['setup_cpu']:.1f} interpreter start and imports); peak RSS {theirs['peak_rss_mb']:,.0f} MB")
+              f"{theirs['setup_cpu']:.1f} interpreter start and imports); mean {theirs['mean_tokens']:.0f} real "
+              f"tokens, {theirs['mean_masked']:.1f} masked; peak RSS {theirs['peak_rss_mb']:,.0f} MB")
+        token_ratio = raw_rate * mean_tokens / (original_rate * theirs["mean_tokens"])
         print(f"speed-up of albert-jax over the original generator: {raw_rate / original_rate:.2f}x "
-              f"(raw text end to end, dupe_factor 5, per CPU second; {raw_rate / whole_rate:.2f}x counting the "
-              f"original's start-up and imports)")
+              f"(raw text end to end, dupe_factor 5, sequences per CPU second; {raw_rate / whole_rate:.2f}x counting "
+              f"the original's start-up and imports; {token_ratio:.2f}x in real tokens per CPU second)")
         print(f"[dynamic] loader batch over the original generator: {dynamic_rate / original_rate:,.0f}x")
 
 

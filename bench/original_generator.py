@@ -7,14 +7,15 @@ The original is not part of this repository (its code is not copied here). Get i
 or copy just its `create_pretraining_data.py` and `tokenization.py` into one directory, and give that directory
 to `bench/bench_input.py --original DIR`. The parent (`run_original`) starts this file as a child process:
 
-    python bench/original_generator.py --original DIR -- --input_file=... --output_file=... [original's flags]
+    python bench/original_generator.py --original DIR --info FILE -- --input_file=... [original's flags]
 
 The child makes the original importable as it is written (`from albert import tokenization` resolves to DIR's
 tokenization.py through an `albert` package whose path is DIR; `tensorflow_hub`, which tokenization.py imports
 only for `FullTokenizer.from_hub_module`, is a stub that raises if used when it is not installed), imports its
 heavy dependencies, notes the CPU time spent so far, then runs the script as `__main__` with the given flags
 (TensorFlow 2's `tensorflow.compat.v1`, which the original imports itself). The parent measures the child's CPU
-time with `resource.getrusage(RUSAGE_CHILDREN)` and counts the TFRecord records it wrote.
+time with `resource.getrusage(RUSAGE_CHILDREN)` and counts the TFRecord records it wrote; afterwards, outside
+the measurement, a second child (`--stats FILE`) reads them back for their mean real tokens and masked positions.
 """
 
 from __future__ import annotations
@@ -95,8 +96,25 @@ def run_original(directory: str, text: str, vocab: str, workdir: str, seq: int =
     with open(info) as handle:
         child = json.load(handle)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    stats = subprocess.run([python, os.path.abspath(__file__), "--stats", output], capture_output=True, text=True)
+    if stats.returncode != 0:  # after the measurement: reading the records back is not the original's cost
+        raise RuntimeError(f"reading the original's records failed:\n{stats.stderr[-3000:]}")
     return {"count": count_tfrecords(output), "cpu": cpu, "run_cpu": child["run_cpu"], "setup_cpu": child["setup_cpu"],
-            "wall": child["wall"], "peak_rss_mb": after.ru_maxrss / 1024, "tensorflow": child["tensorflow"]}
+            "wall": child["wall"], "peak_rss_mb": after.ru_maxrss / 1024, "tensorflow": child["tensorflow"],
+            **json.loads(stats.stdout.strip().splitlines()[-1])}
+
+
+def record_stats(path: str) -> dict:
+    """Mean real tokens (input_mask) and masked positions (masked_lm_weights) per record of the original's output."""
+    import tensorflow.compat.v1 as tf
+
+    tokens, masked, count = 0.0, 0.0, 0
+    for serialized in tf.io.tf_record_iterator(path):
+        features = tf.train.Example.FromString(serialized).features.feature
+        tokens += sum(features["input_mask"].int64_list.value)
+        masked += sum(features["masked_lm_weights"].float_list.value)
+        count += 1
+    return {"mean_tokens": tokens / max(count, 1), "mean_masked": masked / max(count, 1)}
 
 
 def _self_cpu() -> float:
@@ -139,10 +157,16 @@ def _child(original: Path, flags: list[str], info: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--original", required=True, help="directory with the original's two files")
-    parser.add_argument("--info", required=True, help="JSON file the child writes its setup CPU time to")
+    parser.add_argument("--original", help="directory with the original's two files")
+    parser.add_argument("--info", help="JSON file the child writes its CPU times to")
+    parser.add_argument("--stats", help="instead: print record_stats of this TFRecord file of the original's")
     parser.add_argument("flags", nargs=argparse.REMAINDER, help="-- then the original's own flags")
     args = parser.parse_args()
+    if args.stats:
+        print(json.dumps(record_stats(args.stats)))
+        return
+    if not args.original or not args.info:
+        parser.error("--original and --info are required (or --stats)")
     flags = args.flags[1:] if args.flags[:1] == ["--"] else args.flags
     try:
         original = find_original(args.original)

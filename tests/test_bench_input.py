@@ -64,5 +64,5 @@ def test_tiny_run_of_the_original(tmp_path):
                     "Another document starts here.\nIt ends here.\n" * 20)
     result = _runner().run_original(ORIGINAL, str(text), VOCAB, str(tmp_path), seq=64, predictions=10,
                                     dupe_factor=1)
-    assert result["count"] > 0
+    assert result["count"] > 0 and 0 < result["mean_tokens"] <= 64 and 0 < result["mean_masked"] <= 10
     assert 0 < result["run_cpu"] < result["cpu"] and 0 < result["setup_cpu"] < result["cpu"]
