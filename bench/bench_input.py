@@ -1,18 +1,24 @@
-"""Input pipeline throughput per CPU core: dynamic masking from pre-tokenized instances, and raw text end to end.
+"""Input pipeline throughput per CPU core: dynamic masking from pre-tokenized instances, raw text end to end, and
+the original ALBERT generator on the same text in the same run.
 
-    PYTHONPATH=. python bench/bench_input.py [--text FILE] [--vocab MODEL] [--mb 1] [--seconds 15]
+    python bench/bench_input.py [--original DIR] [--text FILE] [--vocab MODEL] [--mb 1] [--seconds 15]
 
 1. dynamic: unmasked instances of length --seq in an ArrayRecord file (made from the text first), read and
    masked by `Loader.element` (ArrayRecord read, decode, whole-word n-gram masking, fixed arrays) in this
    process; also the masker alone.
 2. raw text end to end: --mb of text (one sentence per line, blank line between documents) -> tokenizer ->
-   document records -> instances -> masks -> fixed arrays, with --dupe_factor 1 and 5 (the original generator's
-   anchor, ~75 sequences/s per core, was measured with dupe_factor 5, 1 MB of text and an 8k vocabulary).
+   document records -> instances -> masks -> fixed arrays, with --dupe_factor 1 and 5.
+3. the original generator (google-research/albert `create_pretraining_data.py`, run unmodified in a child process
+   by bench/original_generator.py under TensorFlow 2's compat.v1) on the same --mb of text, the same vocabulary,
+   length and prediction budget, dupe_factor 5; then `speed-up of albert-jax over the original generator`, the
+   ratio of the dupe_factor 5 rates per CPU second. The original is not part of this repository: get it with
+   `git clone https://github.com/google-research/albert DIR` and pass --original DIR. Without --original the
+   ratio is not measured (and the output says so).
 
-Figures are sequences per CPU second of this process (time.process_time), which a shared machine does not
-distort; wall-clock rates are printed next to them. Uses albert_jax.input.tokenizer with the demo vocabulary
-(cache/demo/vocab8000.model) when present; otherwise trains an 8000-piece SentencePiece vocabulary on the text
-and encodes with SentencePiece directly (printed as such).
+Figures are sequences per CPU second (time.process_time of this process; for the original, the child's CPU time
+from getrusage), which a shared machine does not distort; wall-clock rates are printed next to them. Uses
+albert_jax.input.tokenizer with the demo vocabulary (cache/demo/vocab8000.model) when present; otherwise trains an
+8000-piece SentencePiece vocabulary on the text and encodes with SentencePiece directly (printed as such).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import sys
 import tempfile
 import time
 from typing import Callable
@@ -33,13 +40,19 @@ from albert_jax.input.masking import Masker, MaskingConfig
 from albert_jax.input.records import SpecialIds
 from albert_jax.input.write_instances import write_instances
 
-ORIGINAL_SEQ_PER_CORE = 75.0  # reference section 6
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the sibling runner, however this file is started
+from original_generator import HOW_TO_GET, OriginalNotFound, find_original, run_original  # noqa: E402
+
+
+def read_prefix(path: str, megabytes: float) -> str:
+    """The first `megabytes` (2**20 characters each) of a text file."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read(int(megabytes * 2**20))
 
 
 def read_documents(path: str, megabytes: float) -> list[list[str]]:
     """The first `megabytes` of a sentences-per-line file, as documents of sentences."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        text = handle.read(int(megabytes * 2**20))
+    text = read_prefix(path, megabytes)
     docs = [[line for line in block.split("\n") if line.strip()] for block in text.split("\n\n")]
     return [d for d in docs if d]
 
@@ -121,18 +134,21 @@ def bench_dynamic(instance_dir: str, seconds: float, batch: int, masking: Maskin
 
 def bench_raw(documents: list[list[str]], encode: Callable, vocab_size: int, word_start: np.ndarray,
               config: InstanceConfig, masking: MaskingConfig, dupe_factor: int, batch: int) -> tuple:
-    """Tokenize, make instances (dupe_factor copies), mask and lay out fixed arrays; returns counts and times."""
+    """Tokenize, make instances (dupe_factor copies), mask and lay out fixed arrays; returns the count, CPU and
+    wall seconds, and mean real tokens per sequence."""
     cpu0, wall0 = time.process_time(), time.perf_counter()
     records = [encode_document(encode(doc)) for doc in documents]
     maker = InstanceMaker(records, config, seed=0, vocab_size=vocab_size)
     masker = Masker(masking, vocab_size, word_start, seed=0)
-    count, pending = 0, []
+    count, tokens, pending = 0, 0, []
 
     def flush() -> None:
         ids = np.zeros((len(pending), config.max_seq_length), np.int32)
         for row, inst in enumerate(pending):
             ids[row, :inst.tokens.size] = inst.tokens
         lengths = np.asarray([inst.tokens.size for inst in pending])
+        nonlocal tokens
+        tokens += int(lengths.sum())
         masker(ids, lengths, np.arange(len(pending)) + count, np.zeros(len(pending)))
 
     for dupe in range(dupe_factor):
@@ -145,19 +161,25 @@ def bench_raw(documents: list[list[str]], encode: Callable, vocab_size: int, wor
     if pending:
         flush()
         count += len(pending)
-    return count, time.process_time() - cpu0, time.perf_counter() - wall0
+    return count, time.process_time() - cpu0, time.perf_counter() - wall0, tokens / max(count, 1)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--original", help="directory with the original's create_pretraining_data.py and "
+                        "tokenization.py (a google-research/albert checkout); without it no ratio is measured")
     parser.add_argument("--text", help="sentences-per-line text (default: the demo text, else synthetic)")
     parser.add_argument("--vocab", help="SentencePiece model (default: cache/demo/vocab8000.model if present)")
-    parser.add_argument("--mb", type=float, default=4.0, help="megabytes of text for the raw-text run")
+    parser.add_argument("--mb", type=float, default=4.0, help="megabytes of text for the raw-text runs")
     parser.add_argument("--seconds", type=float, default=15.0, help="CPU seconds per dynamic measurement")
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--predictions", type=int, default=20, help="max_predictions_per_seq (20 at 512)")
     parser.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
+    try:
+        original = find_original(args.original) if args.original else None  # fail before the long measurements
+    except OriginalNotFound as error:
+        parser.error(str(error))
 
     with tempfile.TemporaryDirectory() as workdir:
         text = args.text or next(iter(sorted(glob.glob("cache/demo/text/*.txt"))), None)
@@ -177,19 +199,46 @@ def main() -> None:
                                masking_config=masking, vocab_size=vocab_size, word_start=word_start, seed=0)
         result = bench_dynamic(instance_dir, args.seconds, args.batch, masking)
         count, cpu, wall = result["loader"]
+        dynamic_rate = count / cpu
         print(f"[dynamic] {meta['num_records']} stored instances, mean {result['mean_tokens']:.0f} real tokens")
-        print(f"[dynamic] loader batch (read + decode + mask + arrays): {rate(count, cpu, wall)}; "
-              f"{count / cpu / ORIGINAL_SEQ_PER_CORE:,.0f}x the original generator")
+        print(f"[dynamic] loader batch (read + decode + mask + arrays): {rate(count, cpu, wall)}")
         print(f"[dynamic] same through the grain iterator (1 thread, prefetch 2): {rate(*result['iterator'])}")
         mcount, mcpu = result["masker"]
         print(f"[dynamic] masker alone: {mcount / mcpu:,.0f} seq per CPU second")
 
-        raw_docs = read_documents(text, args.mb)
+        raw_text = os.path.join(workdir, "raw.txt")  # the very text both generators read
+        with open(raw_text, "w", encoding="utf-8") as handle:
+            handle.write(read_prefix(text, args.mb))
+        raw_docs = read_documents(raw_text, args.mb)
+        raw_rate = 0.0
         for dupe in (1, 5):
-            count, cpu, wall = bench_raw(raw_docs, encode, vocab_size, word_start, config, masking, dupe,
-                                         args.batch)
+            count, cpu, wall, mean_tokens = bench_raw(raw_docs, encode, vocab_size, word_start, config, masking,
+                                                      dupe, args.batch)
+            raw_rate = count / cpu
             print(f"[raw text, {args.mb:g} MB, dupe_factor {dupe}] tokenize + instances + masks: "
-                  f"{rate(count, cpu, wall)}; {count / cpu / ORIGINAL_SEQ_PER_CORE:,.0f}x the original generator")
+                  f"{rate(count, cpu, wall)}; mean {mean_tokens:.0f} real tokens")
+
+        if original is None:
+            print(f"speed-up of albert-jax over the original generator: not measured (no --original); {HOW_TO_GET}")
+            return
+        vocab = args.vocab or next((path for path in ("cache/demo/vocab8000.model",
+                                                       os.path.join(workdir, "bench_vocab.model"))
+                                    if os.path.isfile(path)))  # the model make_encoder used
+        theirs = run_original(str(original), raw_text, vocab, workdir, seq=args.seq, predictions=args.predictions,
+                              dupe_factor=5)
+        original_rate = theirs["count"] / theirs["run_cpu"]
+        whole_rate = theirs["count"] / theirs["cpu"]
+        print(f"[original, {args.mb:g} MB, dupe_factor 5] create_pretraining_data.py ({original}, TensorFlow "
+              f"{theirs['tensorflow']} compat.v1): {original_rate:,.1f} seq per CPU second of its run "
+              f"({theirs['count'] / theirs['wall']:,.1f}/s wall; {theirs['count']} sequences written); "
+              f"{whole_rate:,.1f} per CPU second of the whole child ({theirs['cpu']:.1f} CPU s, of which "
+              f"{theirs['setup_cpu']:.1f} interpreter start and imports); mean {theirs['mean_tokens']:.0f} real "
+              f"tokens, {theirs['mean_masked']:.1f} masked; peak RSS {theirs['peak_rss_mb']:,.0f} MB")
+        token_ratio = raw_rate * mean_tokens / (original_rate * theirs["mean_tokens"])
+        print(f"speed-up of albert-jax over the original generator: {raw_rate / original_rate:.2f}x "
+              f"(raw text end to end, dupe_factor 5, sequences per CPU second; {raw_rate / whole_rate:.2f}x counting "
+              f"the original's start-up and imports; {token_ratio:.2f}x in real tokens per CPU second)")
+        print(f"[dynamic] loader batch over the original generator: {dynamic_rate / original_rate:,.0f}x")
 
 
 if __name__ == "__main__":
