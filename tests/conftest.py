@@ -47,6 +47,17 @@ def torch_worker() -> Iterator[TorchWorker]:
         yield TorchWorker(pool)
 
 
+@pytest.fixture
+def clean_gin() -> Iterator[None]:
+    """An empty gin config before and after the test: a job leaves its bindings behind, and no test may see
+    another's (files whose every test needs it say `pytestmark = pytest.mark.usefixtures("clean_gin")`)."""
+    import gin
+
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
 @pytest.fixture(scope="session")
 def demo_corpus() -> dict:
     """The real demo corpus under cache/demo, fetched (Debian's package registry) and prepared on first use."""

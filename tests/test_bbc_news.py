@@ -41,11 +41,7 @@ PER_TOPIC = {"train": 8, "dev": 4, "test": 4}  # articles of each topic in the f
 STEPS, EVAL_EVERY = 20, 10
 
 
-@pytest.fixture(autouse=True)
-def clean_gin() -> Any:
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 @pytest.fixture(scope="module")

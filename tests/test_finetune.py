@@ -42,12 +42,7 @@ def sentence(rng: random.Random, apple: bool, longest: int = 6) -> str:
     return " ".join(words)
 
 
-@pytest.fixture(autouse=True)
-def clean_gin() -> Any:
-    """The command line leaves its gin bindings behind (make_task.metrics, ...); no test may see another's."""
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 @pytest.fixture(scope="module")

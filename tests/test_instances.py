@@ -271,15 +271,6 @@ def test_config_validation():
         InstanceConfig(max_seq_length=4)
 
 
-@pytest.fixture
-def clean_gin():
-    import gin
-
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
 def test_command_line(tmp_path, clean_gin):
     from albert_jax.jobs import cli
 

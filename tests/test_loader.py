@@ -56,13 +56,6 @@ def data(tmp_path_factory):
     return dirs
 
 
-@pytest.fixture
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
 def take(loader, steps: int) -> list[dict]:
     return [next(loader) for _ in range(steps)]
 

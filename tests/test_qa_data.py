@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import gin
 import numpy as np
@@ -18,11 +17,7 @@ from albert_jax.downstream.tasks import TaskError
 from albert_jax.input.tokenizer import CLS_ID, SEP_ID, Tokenizer, normalize_text
 
 
-@pytest.fixture(autouse=True)
-def clean_gin() -> Any:
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 @pytest.fixture(scope="module")

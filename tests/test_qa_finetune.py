@@ -37,11 +37,7 @@ COMMON = ["--gin.finetune.max_seq_length=64", "--gin.finetune.optimizer='adamw'"
           "--gin.finetune.warmup_steps=50", "--gin.finetune.save_model=False", "--gin.finetune.eval_batch_size=64"]
 
 
-@pytest.fixture(autouse=True)
-def clean_gin() -> Any:
-    gin.clear_config()
-    yield
-    gin.clear_config()
+pytestmark = pytest.mark.usefixtures("clean_gin")
 
 
 @pytest.fixture(scope="module")
