@@ -1,6 +1,6 @@
 """Cost of the checkpoint checksums (`albert_jax.integrity`) on a model's full train state, next to orbax's save.
 
-    PYTHONPATH=. python bench/bench_checksums.py [--gin_file=demo.gin] [--repeats 5]
+    python bench/bench_checksums.py [--gin_file=demo.gin] [--repeats 5]
 
 Builds the gin-configured model's train state (parameters + LAMB moments + counters) on this machine's mesh,
 then times (after one warm-up call that compiles) the checksums of the whole state as computed at save time and

@@ -5,7 +5,7 @@ round and every sentence given a round number, until it reaches --mb megabytes; 
 no two documents are identical. Prints tokenizer sentences/s, preparation MB/s and the peak resident memory of
 this process and of its worker processes (getrusage maxrss). Figures go to docs/PERF.md, "Corpus preparation".
 
-  PYTHONPATH=. python data/bench_prepare.py --mb 100 --workers 2
+  python bench/bench_prepare.py --mb 100 --workers 2
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main() -> None:
     text = os.path.join(args.demo_dir, "text", "python-docs.txt")
     vocab = os.path.join(args.demo_dir, f"vocab{args.vocab_size}.model")
     if not (os.path.isfile(text) and os.path.isfile(vocab)):
-        raise SystemExit(f"{text} or {vocab} missing: run `PYTHONPATH=. python data/demo_corpus.py` first")
+        raise SystemExit(f"{text} or {vocab} missing: run `albert-jax data demo` first")
     os.makedirs(args.work_dir, exist_ok=True)
     corpus = os.path.join(args.work_dir, f"corpus{args.mb}mb.txt")
     if not os.path.isfile(corpus):

@@ -28,7 +28,7 @@ changing the library's `Encoder` (its `nn.scan` arguments are fixed) and it woul
 cost of tracing L layers, which is part of what scan saves. The benchmark asserts that the scanned program has
 a `while` loop and the unrolled one has none, and, for the smallest L, that both give the same loss.
 
-Run: `PYTHONPATH=. .venv/bin/python bench/bench_scan.py` (add `--quick` for L = 12, 24 at width 256 and a
+Run: `.venv/bin/python bench/bench_scan.py` (add `--quick` for L = 12, 24 at width 256 and a
 3-step timing).
 """
 
