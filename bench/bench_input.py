@@ -74,8 +74,10 @@ def synthetic_text(path: str, megabytes: float, seed: int = 0) -> None:
             out.write("\n")
 
 
-def make_encoder(args: argparse.Namespace, text_path: str, workdir: str) -> tuple[Callable, int, np.ndarray, str]:
-    """(encode_batch, vocab_size, word_start, description) from the project tokenizer or a fresh SentencePiece."""
+def make_encoder(args: argparse.Namespace, text_path: str,
+                 workdir: str) -> tuple[Callable, int, np.ndarray, str, str]:
+    """(encode_batch, vocab_size, word_start, description, SentencePiece model path) from the project tokenizer or
+    a fresh SentencePiece vocabulary (the model path is what the original generator is given too)."""
     vocab = args.vocab or ("cache/demo/vocab8000.model" if os.path.isfile("cache/demo/vocab8000.model") else None)
     try:
         from albert_jax.input.tokenizer import Tokenizer
@@ -84,7 +86,7 @@ def make_encoder(args: argparse.Namespace, text_path: str, workdir: str) -> tupl
     if vocab and Tokenizer is not None:
         tokenizer = Tokenizer(vocab, num_threads=1)
         return tokenizer.encode_batch, tokenizer.vocab_size, tokenizer.word_start_table(), \
-            f"albert_jax.input.tokenizer.Tokenizer({vocab}), 1 thread"
+            f"albert_jax.input.tokenizer.Tokenizer({vocab}), 1 thread", vocab
     import sentencepiece as spm
 
     prefix = os.path.join(workdir, "bench_vocab")
@@ -96,7 +98,7 @@ def make_encoder(args: argparse.Namespace, text_path: str, workdir: str) -> tupl
     size = processor.get_piece_size()
     word_start = np.asarray([processor.id_to_piece(i).startswith("\u2581") or i < 5 for i in range(size)])
     return (lambda texts: processor.encode([t.lower() for t in texts], num_threads=1)), size, word_start, \
-        "sentencepiece directly (vocabulary trained by the bench), 1 thread"
+        "sentencepiece directly (vocabulary trained by the bench), 1 thread", prefix + ".model"
 
 
 def rate(count: int, cpu: float, wall: float) -> str:
@@ -186,7 +188,7 @@ def main() -> None:
         if text is None:
             text = os.path.join(workdir, "synthetic.txt")
             synthetic_text(text, max(args.mb, 4.0))
-        encode, vocab_size, word_start, described = make_encoder(args, text, workdir)
+        encode, vocab_size, word_start, described, vocab = make_encoder(args, text, workdir)
         config = InstanceConfig(max_seq_length=args.seq)
         masking = MaskingConfig(max_predictions_per_seq=args.predictions)
         print(f"text: {text}; tokenizer: {described}; vocab {vocab_size}; length {args.seq}, "
@@ -221,9 +223,6 @@ def main() -> None:
         if original is None:
             print(f"speed-up of albert-jax over the original generator: not measured (no --original); {HOW_TO_GET}")
             return
-        vocab = args.vocab or next((path for path in ("cache/demo/vocab8000.model",
-                                                       os.path.join(workdir, "bench_vocab.model"))
-                                    if os.path.isfile(path)))  # the model make_encoder used
         theirs = run_original(str(original), raw_text, vocab, workdir, seq=args.seq, predictions=args.predictions,
                               dupe_factor=5)
         original_rate = theirs["count"] / theirs["run_cpu"]

@@ -14,8 +14,8 @@ tokenization.py through an `albert` package whose path is DIR; `tensorflow_hub`,
 only for `FullTokenizer.from_hub_module`, is a stub that raises if used when it is not installed), imports its
 heavy dependencies, notes the CPU time spent so far, then runs the script as `__main__` with the given flags
 (TensorFlow 2's `tensorflow.compat.v1`, which the original imports itself). The parent measures the child's CPU
-time with `resource.getrusage(RUSAGE_CHILDREN)` and counts the TFRecord records it wrote; afterwards, outside
-the measurement, a second child (`--stats FILE`) reads them back for their mean real tokens and masked positions.
+time with `resource.getrusage(RUSAGE_CHILDREN)`; afterwards, outside the measurement, a second child
+(`--stats FILE`) reads the TFRecords it wrote back for their count, mean real tokens and masked positions.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import runpy
-import struct
 import subprocess
 import sys
 import types
@@ -48,19 +47,6 @@ def find_original(directory: str) -> Path:
     if missing:
         raise OriginalNotFound(f"--original {directory}: {', '.join(missing)} not found there; {HOW_TO_GET}")
     return path
-
-
-def count_tfrecords(path: str) -> int:
-    """Number of records in a TFRecord file (length-prefixed frames; read without TensorFlow)."""
-    count = 0
-    with open(path, "rb") as handle:
-        while header := handle.read(12):
-            if len(header) < 12:
-                raise ValueError(f"{path}: truncated record header after {count} records")
-            (length,) = struct.unpack("<Q", header[:8])
-            handle.seek(length + 4, os.SEEK_CUR)
-            count += 1
-    return count
 
 
 def original_flags(text: str, vocab: str, output: str, seq: int, predictions: int, dupe_factor: int,
@@ -99,13 +85,14 @@ def run_original(directory: str, text: str, vocab: str, workdir: str, seq: int =
     stats = subprocess.run([python, os.path.abspath(__file__), "--stats", output], capture_output=True, text=True)
     if stats.returncode != 0:  # after the measurement: reading the records back is not the original's cost
         raise RuntimeError(f"reading the original's records failed:\n{stats.stderr[-3000:]}")
-    return {"count": count_tfrecords(output), "cpu": cpu, "run_cpu": child["run_cpu"], "setup_cpu": child["setup_cpu"],
+    return {"cpu": cpu, "run_cpu": child["run_cpu"], "setup_cpu": child["setup_cpu"],
             "wall": child["wall"], "peak_rss_mb": after.ru_maxrss / 1024, "tensorflow": child["tensorflow"],
             **json.loads(stats.stdout.strip().splitlines()[-1])}
 
 
 def record_stats(path: str) -> dict:
-    """Mean real tokens (input_mask) and masked positions (masked_lm_weights) per record of the original's output."""
+    """Record count, mean real tokens (input_mask) and masked positions (masked_lm_weights) of the original's
+    output."""
     import tensorflow.compat.v1 as tf
 
     tokens, masked, count = 0.0, 0.0, 0
@@ -114,7 +101,7 @@ def record_stats(path: str) -> dict:
         tokens += sum(features["input_mask"].int64_list.value)
         masked += sum(features["masked_lm_weights"].float_list.value)
         count += 1
-    return {"mean_tokens": tokens / max(count, 1), "mean_masked": masked / max(count, 1)}
+    return {"count": count, "mean_tokens": tokens / max(count, 1), "mean_masked": masked / max(count, 1)}
 
 
 def _self_cpu() -> float:

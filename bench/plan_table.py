@@ -2,7 +2,7 @@
 
 `--compile` runs `albert-jax compile --json` for every model x slice of the grid below (mesh data 1 x fsdp = all
 chips x tensor 1, remat `dots_with_no_batch_dims_saveable`), one process at a time, starting from the row's
-microbatch count, halving it while the plan fits and doubling it while it does not (exit code 3), so the
+microbatch count, halving it while the plan fits and doubling it while it does not (the compile job's exit code 3), so the
 fewest microbatches that fit are found; each report goes to
 `OUT/MODEL_TOPOLOGY_mbN.json` and an existing report is not compiled again. Without `--compile` it prints the
 Markdown table from the reports in OUT: per model and slice, the fewest microbatches that fit, with the counts
@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from albert_jax import hardware
+from albert_jax.jobs.compile import EXIT_OK, EXIT_OOM
+
 MODELS = ("albert_base", "albert_large", "albert_xlarge", "albert_xxlarge", "bert_large")
-SLICES = {"v4-64": 32, "v5e-64": 64, "v5p-64": 32, "v6e-64": 64}  # topology -> chips (v4/v5p names count cores)
+SLICES = ("v4-64", "v5e-64", "v5p-64", "v6e-64")  # chips from hardware.parse_slice (v4/v5p names count cores)
 # First microbatch count tried per model and slice: the activations scale with sequences per chip (4096 / chips)
 # and with width; 16-GiB v5e and 32-GiB v4/v6e chips need more microbatches than 95-GiB v5p ones.
 START_MICROBATCHES = {
@@ -34,7 +36,6 @@ START_MICROBATCHES = {
     "v6e-64": {"albert_base": 1, "albert_large": 1, "albert_xlarge": 2, "albert_xxlarge": 4, "bert_large": 1},
 }
 REMAT = "dots_with_no_batch_dims_saveable"
-EXIT_DOES_NOT_FIT = 3  # albert-jax compile's exit code for a plan that does not fit in HBM
 _NAME = re.compile(r"(?P<model>.+)_(?P<topology>v[0-9a-z]+-\d+)_mb(?P<mb>\d+)\.json$")
 COLUMNS = ("model", "slice (chips)", "mesh d x f x t", "remat", "microbatches", "fits", "HBM peak / capacity GiB",
            "step s", "tokens/s", "MFU", "125k steps", "bound", "compile")
@@ -60,17 +61,19 @@ def _compiled_fits(model: str, topology: str, microbatches: int, out: Path) -> b
     if path.exists() and path.read_text().strip():
         return bool(json.loads(path.read_text()).get("fits"))
     command = [sys.executable, "-m", "albert_jax", "compile", f"--gin_file=paper/{model}.gin",
-               f"--topology={topology}", "--gin.MeshConfig.data=1", f"--gin.MeshConfig.fsdp={SLICES[topology]}",
+               f"--topology={topology}", "--gin.MeshConfig.data=1",
+               f"--gin.MeshConfig.fsdp={hardware.parse_slice(topology).num_chips}",
                f"--gin.AlbertConfig.remat_policy='{REMAT}'", f"--gin.train.num_microbatches={microbatches}", "--json"]
     start = time.time()
     done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode not in (0, EXIT_DOES_NOT_FIT):
+    if done.returncode not in (EXIT_OK, EXIT_OOM):
         sys.exit(f"compile of {model} on {topology} with {microbatches} microbatches failed "
                  f"(exit {done.returncode}):\n{done.stderr[-3000:]}")
     path.write_text(done.stdout)
-    print(f"{model} {topology} microbatches {microbatches}: {'fits' if done.returncode == 0 else 'does not fit'} "
+    fits = done.returncode == EXIT_OK
+    print(f"{model} {topology} microbatches {microbatches}: {'fits' if fits else 'does not fit'} "
           f"({time.time() - start:.0f} s)", flush=True)
-    return done.returncode == 0
+    return fits
 
 
 def load(out: Path) -> dict[tuple[str, str], list[dict]]:
@@ -126,7 +129,6 @@ def main() -> None:
     out = Path(args.out)
     if args.compile:
         out.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
         for topology in args.slices.split(","):
             for model in args.models.split(","):
                 compile_row(model, topology, out)

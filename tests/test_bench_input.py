@@ -1,4 +1,4 @@
-"""bench/bench_input.py's runner for the original generator: clear errors without the original, TFRecord counting.
+"""bench/bench_input.py's runner for the original generator: clear errors without the original.
 
 The original itself is not a registry package, so no test runs it; bench/bench_input.py --original does."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import struct
 import subprocess
 import sys
 
@@ -41,16 +40,3 @@ def test_bench_and_child_refuse_a_bad_original_before_measuring(tmp_path):
         assert done.returncode != 0
         assert "create_pretraining_data.py, tokenization.py not found" in done.stderr, done.stderr[-2000:]
         assert "github.com/google-research/albert" in done.stderr
-
-
-def test_count_tfrecords(tmp_path):
-    runner = _runner()
-    path = tmp_path / "r.tfrecord"
-    with open(path, "wb") as handle:
-        for payload in (b"a", b"", b"xyz" * 100):
-            handle.write(struct.pack("<Q", len(payload)) + b"\0" * 4 + payload + b"\0" * 4)
-    assert runner.count_tfrecords(str(path)) == 3
-    with open(path, "ab") as handle:
-        handle.write(b"\0" * 5)
-    with pytest.raises(ValueError, match="truncated"):
-        runner.count_tfrecords(str(path))
