@@ -3,7 +3,8 @@
 No SQuAD or RACE data is reachable offline; these sets, in the official formats, let the readers, features,
 heads, metrics and the fine-tuning job be tried end to end (`downstream/synthetic.py` says how they are made).
 Prints the written paths as JSON: SQuAD {"train": FILE, "dev": FILE}, RACE {"train": DIR, "dev": DIR}, the
-values `make_squad_task.files` / `make_race_task.files` take.
+values `make_squad_task.files` / `make_race_task.files` take; and, on stderr, the dev set's trivial baselines
+under the official metrics (`downstream/qa_baselines.py`), the floor a fine-tuned reader must clear.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from albert_jax.downstream import synthetic
+from albert_jax.downstream import qa_baselines, race, squad, synthetic
 from albert_jax.jobs import flags
 
 if __name__ == "__main__":  # one entry for every job: the CLI
@@ -57,4 +58,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         paths = synthetic.write_race(args.text, args.out, args.train, args.dev, args.seed, **shape)
     print(json.dumps(paths))
+    if args.kind == "squad":
+        baselines = qa_baselines.squad_baselines(squad.read_json(paths["dev"]))
+    else:
+        task = race.make_race_task(source="files", files={"dev": paths["dev"]})
+        baselines = qa_baselines.race_baselines(race.read_split(task, "dev"))
+    for name, scores in baselines.items():
+        shown = ", ".join(f"{key} {value:.1f}" for key, value in scores.items() if not key.endswith(("total", "thresh")))
+        print(f"dev baseline, {name}: {shown}", file=sys.stderr)
     return 0
