@@ -27,6 +27,7 @@ from albert_jax.jobs import cli
 REPO = Path(__file__).resolve().parent.parent
 DOCS = sorted([REPO / "README.md", REPO / "data" / "README.md", *(REPO / "docs").rglob("*.md")])
 PLACEHOLDER_FILE = re.compile(r"^[A-Z][A-Z0-9_]*\.gin$")  # A.gin, GRID.gin: stand for the user's own file
+PLACEHOLDER_DIR = re.compile(r"^[A-Z][A-Z0-9_]*/")  # RUN/config.gin: a file inside the user's own run directory
 PREFIXES = ("albert-jax ", ".venv/bin/albert-jax ", "python launch.py", ".venv/bin/python launch.py",
             "python bench/", ".venv/bin/python bench/", "python -m albert_jax ")
 
@@ -154,7 +155,7 @@ def test_documented_command_parses(doc: str, command: str):
     except SystemExit as exit_:
         pytest.fail(f"{doc}: `{command}` does not parse (argparse exit {exit_.code}); see the usage above")
     for name in _gin_files(argv):
-        if PLACEHOLDER_FILE.match(os.path.basename(name)) or name.startswith("<"):
+        if PLACEHOLDER_FILE.match(os.path.basename(name)) or PLACEHOLDER_DIR.match(name) or name.startswith("<"):
             continue
         try:
             gin_setup.resolve_file(name)

@@ -4,6 +4,7 @@ real on-disk format, the CSV / Markdown / PNG outputs, resume, and one real two-
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import shlex
@@ -15,7 +16,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from albert_jax.jobs import cli, sweep, sweep_grid, sweep_results
+from albert_jax.jobs import cli, sweep, sweep_grid, sweep_results, sweep_stats
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -167,7 +168,7 @@ def test_resume_skips_completed_and_retries_failed(tmp_path, monkeypatch):
     log = str(tmp_path / "launches.jsonl")
     monkeypatch.setenv("FAKE_LAUNCH_LOG", log)
     monkeypatch.setenv("FAKE_LAUNCH_FAIL", "/sop")
-    grid = sweep_grid.load_grid("ablations/table5_demo.gin")
+    grid = dataclasses.replace(sweep_grid.load_grid("ablations/table5_demo.gin"), seeds=(), cross_evals=())
     out = str(tmp_path / "out")
     lines: list[str] = []
     assert sweep.run_grid(grid, out, python=fake, write=lines.append) == ["sop"]
@@ -266,3 +267,147 @@ def test_describe_errors_name_the_missing_macro_and_the_bad_binding():
     bad = sweep_grid.Variant("bad", ("ablations/table4_demo.gin",), ("AlbertConfig.num_attention_heads=3",))
     with pytest.raises(sweep_grid.SweepError, match="(?s)'bad'.*hidden_size=128 is not divisible by num_attention_heads=3"):
         sweep_grid.describe_variant(bad)
+
+
+def test_seed_statistics_by_hand():
+    # Three seeds at 10%, 20%, 30%: mean 20, sample sd 10, t(0.975, 2 df) = 4.3027 (printed t tables), so the
+    # 95% interval is 20 +- 4.3027 * 10 / sqrt(3) = 20 +- 24.84.
+    summary = sweep_stats.summarize([0.1, 0.2, None, 0.3])
+    assert summary.n == 3 and summary.mean == pytest.approx(0.2) and summary.sd == pytest.approx(0.1)
+    assert summary.low == pytest.approx(0.2 - 0.2484, abs=1e-4) and summary.high == pytest.approx(0.2 + 0.2484, abs=1e-4)
+    one = sweep_stats.summarize([0.5])
+    assert (one.n, one.sd, one.low, one.high) == (1, 0.0, None, None)
+    assert sweep_stats.summarize([None, ""]) is None
+    steps, means, sds = sweep_stats.mean_curve([[(1, 1.0), (2, 3.0)], [(1, 3.0), (2, 5.0), (3, 9.0)]])
+    assert steps == [1, 2] and means == [2.0, 4.0] and sds == pytest.approx([2 ** 0.5, 2 ** 0.5])
+
+
+def test_seeds_and_cross_evals_in_grid_and_commands(tmp_path, capsys):
+    table5_text = open(os.path.join(REPO, "experiments", "ablations", "table5_demo.gin")).read()
+    assert "SWEEP_SEEDS = [1, 2, 3]" in table5_text
+    grid_file = write(tmp_path / "grid.gin", table5_text.replace("SWEEP_SEEDS = [1, 2, 3]", "SWEEP_SEEDS = [3, 1]"))
+    grid = sweep_grid.load_grid(grid_file)
+    assert grid.seeds == (3, 1)
+    table5 = sweep_grid.load_grid("ablations/table5_demo.gin")
+    assert [c.name for c in table5.cross_evals] == ["NSP", "SOP"] and len(table5.seeds) >= 3
+    assert cli.main(["sweep", grid_file, "--out=/runs/t5", "--print_commands", "--seeds=7,8", "--variants=nsp"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line, seed in zip(lines, (7, 8)):
+        train, *evals = [shlex.split(part) for part in line.split(" && ")]
+        assert train[:2] == ["python", "launch.py"] and train[-2:] == [f"--gin.train.seed={seed}",
+                                                                       f"--workdir=/runs/t5/nsp/seed_{seed}"]
+        assert [e[:4] for e in evals] == [["python", "-m", "albert_jax", "eval"]] * 2
+        nsp_eval = evals[0]
+        assert f"--workdir=/runs/t5/nsp/seed_{seed}" in nsp_eval and "--no_fallback" in nsp_eval
+        assert nsp_eval.index(f"--gin_file=/runs/t5/nsp/seed_{seed}/config.gin") < nsp_eval.index(
+            "--gin_file=objective/nsp.gin")
+        assert nsp_eval[-1] == f"--out_dir=/runs/t5/nsp/seed_{seed}/cross_eval/NSP"
+    for bad, message in (("[1, 1]", "repeat a seed"), ("[1.5]", "non-negative integers"), ("['a']", "integers")):
+        write(tmp_path / "bad.gin", table5_text.replace("SWEEP_SEEDS = [1, 2, 3]", f"SWEEP_SEEDS = {bad}"))
+        with pytest.raises(sweep_grid.SweepError, match=message):
+            sweep_grid.load_grid(str(tmp_path / "bad.gin"))
+    assert cli.main(["sweep", grid_file, "--out=/runs/t5", "--print_commands", "--seeds=1,x"]) == 2
+
+
+def test_collect_aggregates_seeds_and_cross_evals(tmp_path):
+    grid = sweep_grid.select(sweep_grid.load_grid("ablations/table5_demo.gin"), "nsp,sop")
+    grid = dataclasses.replace(grid, seeds=(1, 2, 3))
+    out = str(tmp_path / "out")
+    mlm = {"nsp": (0.10, 0.20, 0.30), "sop": (0.20, 0.20, 0.20)}
+    for run in grid.runs(out):
+        final = mlm[run.variant.name][run.seed - 1]
+        fake_run(run.workdir, steps=400, log_every=10, eval_every=100, final_mlm=final)
+        with open(os.path.join(run.workdir, sweep_results.DONE_FILE), "w") as f:
+            json.dump({"args": [], "seconds": 1.0}, f)
+        for cross_eval, accuracy in zip(grid.cross_evals, (0.9, 0.5 + 0.1 * run.seed)):
+            target = sweep_grid.cross_eval_dir(run, cross_eval)
+            os.makedirs(target)
+            with open(os.path.join(target, "step_400.json"), "w") as f:
+                json.dump({"step": 400, "masked_lm_accuracy": final, "sentence_order_accuracy": accuracy,
+                           "eval_dir": f"/data/{cross_eval.name}"}, f)
+    rows = sweep_results.collect(grid, out, command="albert-jax sweep X")
+    assert [(r["variant"], r["seed"]) for r in rows] == [("nsp", 1), ("nsp", 2), ("nsp", 3), ("sop", 1), ("sop", 2),
+                                                         ("sop", 3)]
+    assert rows[1]["NSP sentence_order_accuracy"] == 0.9 and rows[1]["SOP sentence_order_accuracy"] == pytest.approx(0.7)
+    assert rows[1]["SOP eval_dir"] == "/data/SOP"
+    with open(os.path.join(out, "results.csv")) as f:
+        assert len(list(csv.DictReader(f))) == 6
+    text = open(os.path.join(out, "results.md")).read()
+    nsp_row = next(line for line in text.splitlines() if line.startswith("| nsp | 3 |"))
+    # MLM 10/20/30 -> 20.0 +- 10.0; SOP acc 60/70/80 -> 70.0 +- 10.0; NSP acc 90 every seed.
+    assert "| 20.0 ± 10.0 |" in nsp_row and "| 90.0 ± 0.0 |" in nsp_row and "| 70.0 ± 10.0 |" in nsp_row
+    assert "| sop | 3 |" in text and "[-4.8, 44.8]" in text  # 20 +- 24.84
+    assert "| nsp | 2 | complete | 20.0 |" in text  # every seed listed
+    assert "MLM acc on NSP data" in text and "SOP acc" in text and "± 1 sd" not in text
+    os.remove(os.path.join(sweep_grid.cross_eval_dir(grid.runs(out)[0], grid.cross_evals[0]), "step_400.json"))
+    with open(os.path.join(sweep_grid.cross_eval_dir(grid.runs(out)[0], grid.cross_evals[0]), "step_300.json"),
+              "w") as f:
+        json.dump({"step": 300, "masked_lm_accuracy": 0.5, "sentence_order_accuracy": 0.5}, f)
+    stale = sweep_results.collect(grid, out)[0]
+    assert stale["NSP sentence_order_accuracy"] is None  # an older checkpoint's evaluation is not the run's
+    assert all(os.path.getsize(os.path.join(out, name)) > 10_000 for name in ("loss_curves.png", "params_vs_mlm.png"))
+
+
+def test_real_sweep_with_seeds_and_cross_evaluation(tmp_path, monkeypatch, capsys):
+    rng = np.random.default_rng(1)
+    corpus = tmp_path / "corpus.txt"
+    with open(corpus, "w") as f:
+        for _ in range(80):
+            for _ in range(int(rng.integers(4, 8))):
+                f.write(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} in "
+                        f"{1900 + int(rng.integers(0, 99))}.\n")
+            f.write("\n")
+    grid_file = write(tmp_path / "seed_grid.gin", f"""
+        include 'base.gin'
+        include 'models/tiny.gin'
+        include 'objective/sop.gin'
+        include 'masking/ngram3.gin'
+        include 'optim/lamb.gin'
+        include 'scale/tiny.gin'
+        include 'mesh/data.gin'
+        DataSpec.corpus = 'text'  # the corpus above
+        DataSpec.text_files = ['{corpus}']  # c
+        DataSpec.cache_dir = '{tmp_path / "cache"}'  # c
+        DataSpec.vocab_size = 64  # c
+        DataSpec.eval_fraction = 0.1  # c
+        DataSpec.num_workers = 1  # c
+        AlbertConfig.vocab_size = 128  # c
+        AlbertConfig.hidden_size = 32  # c
+        AlbertConfig.embedding_size = 16  # c
+        AlbertConfig.intermediate_size = 64  # c
+        AlbertConfig.num_hidden_layers = 2  # c
+        NUM_TRAIN_STEPS = 4  # c
+        train.log_every = 2  # c
+        train.eval_every = 4  # c
+        Evaluator.max_batches = 2  # c
+        make_manager.save_every_steps = 4  # c
+        SWEEP_VARIANTS = {{'sop': {{}}}}  # c
+        SWEEP_SEEDS = [1, 2]  # c
+        SWEEP_CROSS_EVAL = {{'NSP': {{'gin_files': ['objective/nsp.gin']}}, 'SOP': {{'gin_files': ['objective/sop.gin']}}}}  # c
+        """)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    out = str(tmp_path / "out")
+    code = cli.main(["sweep", grid_file, f"--out={out}"])
+    printed = capsys.readouterr().out
+    logs = "".join(open(os.path.join(out, "sop", s, "launch.log")).read()[-3000:] for s in ("seed_1", "seed_2"))
+    assert code == 0, printed + logs
+    assert "2 runs (1 variants x 2 seeds)" in printed and "[2/2] sop/seed_2: cross-evaluation SOP at step 4" in printed
+    with open(os.path.join(out, "results.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["variant"], r["seed"], r["status"]) for r in rows] == [("sop", "1", "complete"), ("sop", "2", "complete")]
+    for row in rows:
+        # The SOP cross-evaluation reads the run's own held-out data with the run's last checkpoint: the same numbers
+        # as the run's own evaluation, bit for bit (a different model or other data would not give them).
+        assert row["SOP eval_step"] == row["eval_step"] == "4"
+        assert row["SOP masked_lm_accuracy"] == row["masked_lm_accuracy"]
+        assert row["SOP sentence_order_accuracy"] == row["sentence_order_accuracy"]
+        assert row["NSP eval_dir"] != row["SOP eval_dir"] and 0.0 <= float(row["NSP sentence_order_accuracy"]) <= 1.0
+    assert rows[0]["NSP eval_dir"] == rows[1]["NSP eval_dir"]  # the same NSP data for every model
+    assert rows[0]["final_train_loss"] != rows[1]["final_train_loss"]  # the seeds are different runs
+    own = json.load(open(os.path.join(out, "sop", "seed_1", "eval", "step_4.json")))
+    assert own["eval_dir"] == rows[0]["SOP eval_dir"]  # the run's own record was not overwritten by the NSP one
+    assert "| sop | 2 |" in open(os.path.join(out, "results.md")).read()
+    assert cli.main(["sweep", grid_file, f"--out={out}"]) == 0
+    again = capsys.readouterr().out
+    assert again.count("already complete, skipped") == 2 and "cross-evaluation" not in again

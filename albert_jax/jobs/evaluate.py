@@ -87,15 +87,16 @@ class Evaluator:
         means = metrics_from_sums({k: np.float64(v) for k, v in totals.items()})
         return {k: float(means[k]) for k in REPORTED}
 
-    def run_and_record(self, params: Any, step: int, workdir: str,
-                       provenance: dict[str, Any] | None = None) -> dict[str, float]:
-        """Evaluates; writes a line of WORKDIR/eval/eval.jsonl, TensorBoard scalars under WORKDIR/eval/tensorboard
-        and the JSON files (`record`)."""
+    def run_and_record(self, params: Any, step: int, workdir: str, provenance: dict[str, Any] | None = None,
+                       out_dir: str | None = None) -> dict[str, float]:
+        """Evaluates; writes a line of OUT_DIR/eval.jsonl, TensorBoard scalars under OUT_DIR/tensorboard and the
+        JSON files (`record`). OUT_DIR defaults to WORKDIR/eval; the provenance names the data evaluated."""
         result = self.evaluate(params)
-        out_dir = os.path.join(workdir, "eval")
+        out_dir = out_dir or os.path.join(workdir, "eval")
         _writer(out_dir).write(step, result)
         _writer(out_dir).flush()
-        record(out_dir, step, result, provenance or {"checkpoint": checkpoint.step_dir(workdir, step)})
+        data = {"eval_dir": os.path.abspath(self.input_config.eval_dir)} if self.input_config else {}
+        record(out_dir, step, result, {**(provenance or {"checkpoint": checkpoint.step_dir(workdir, step)}), **data})
         return result
 
 
@@ -142,20 +143,23 @@ def final_step(workdir: str) -> int:
     return int(gin.get_bindings("train").get("num_train_steps", default))
 
 
-@gin.configurable(denylist=["workdir", "step", "continuous", "fallback"])
+@gin.configurable(denylist=["workdir", "step", "continuous", "fallback", "out_dir"])
 def evaluate_checkpoints(workdir: str, step: int | None = None, continuous: bool = False, fallback: bool = True,
-                         poll_seconds: float = 30.0, timeout_seconds: float = 3600.0) -> dict[int, dict]:
+                         poll_seconds: float = 30.0, timeout_seconds: float = 3600.0,
+                         out_dir: str | None = None) -> dict[int, dict]:
     """Evaluates one checkpoint (`step`, default the latest: if it is damaged, the newest that restores, unless
     `fallback` is False); or, in continuous mode, every checkpoint without an eval/step_N.json, each once (a
     damaged one is reported and skipped), looking for new ones every `poll_seconds`, until the run's final step
     has been evaluated or no new checkpoint has appeared for `timeout_seconds`. Returns {step: metrics} of the
-    evaluations made."""
+    evaluations made. The results go to `out_dir` (default WORKDIR/eval): another directory keeps an evaluation
+    on other data (e.g. a sweep's cross-evaluation on another sentence task) apart from the run's own."""
     if continuous and step is not None:
         raise ValueError("--continuous evaluates every new checkpoint; it cannot be combined with --step.")
     mesh, rules = partitioning.make_mesh(), partitioning.logical_rules()
     last_step = final_step(workdir) if continuous else None
     damaged: set[int] = set()
-    done = lambda s: s in damaged or os.path.exists(os.path.join(workdir, "eval", f"step_{s}.json"))  # noqa: E731
+    out_dir = out_dir or os.path.join(workdir, "eval")
+    done = lambda s: s in damaged or os.path.exists(os.path.join(out_dir, f"step_{s}.json"))  # noqa: E731
     results: dict[int, dict] = {}
     evaluator, last_new = None, time.time()
     while True:
@@ -182,7 +186,8 @@ def evaluate_checkpoints(workdir: str, step: int | None = None, continuous: bool
                 continue
             if evaluator is None:
                 evaluator = Evaluator(config, mesh, rules, shardings, input_config=_prepared_input_config())
-            results[target] = evaluator.run_and_record(params, target, workdir)
+            os.makedirs(out_dir, exist_ok=True)
+            results[target] = evaluator.run_and_record(params, target, workdir, out_dir=out_dir)
             print(json.dumps({"step": target, **results[target]}), flush=True)
             last_new = time.time()
             if not continuous:
@@ -299,6 +304,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     flags.add_model(parser, required=False, help="evaluate this model directory (a run, a converted folder, "
                     "transformers or a TF release) instead of --workdir's checkpoints; results go to --workdir/eval")
     flags.add_vocab(parser, "with --model: SentencePiece .model (default: the one found with the model)")
+    parser.add_argument("--out_dir", default=None, metavar="DIR",
+                        help="where a run's evaluation goes (default: WORKDIR/eval); e.g. an evaluation on other data "
+                             "than the run's own, given by --gin_file, kept apart from it")
     flags.add_no_fallback(parser)
     flags.add_dry_run(parser)
     flags.add_distributed(parser)
@@ -318,6 +326,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--vocab is only used with --model (a run's checkpoints use the run's data).")
     if args.model and not args.workdir:
         raise ValueError("eval --model=MODEL_DIR needs --workdir=OUT: the directory that receives eval/.")
+    if args.model and args.out_dir:
+        raise ValueError("--out_dir is for a run's checkpoints (--workdir=RUN); with --model, --workdir receives eval/.")
     if args.model and args.continuous:
         raise ValueError("--continuous follows a run's checkpoints (--workdir=RUN); it does not apply to --model.")
     AlbertConfig()  # validates the model config before any work starts
@@ -330,5 +340,6 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         evaluate_pretrained(args.model, workdir, step=args.step, vocab=args.vocab)
     else:
-        evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous, fallback=not args.no_fallback)
+        evaluate_checkpoints(workdir, step=args.step, continuous=args.continuous, fallback=not args.no_fallback,
+                             out_dir=args.out_dir)
     return 0

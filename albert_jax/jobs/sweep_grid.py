@@ -1,5 +1,6 @@
 """Sweep grids: reading a grid (a gin file with SWEEP_VARIANTS, or a directory of gin files, one variant each)
-into variants, the train command of each variant, and a variant's parameter counts from its gin config."""
+into variants, its seeds (SWEEP_SEEDS: one run per variant and seed) and cross-evaluations (SWEEP_CROSS_EVAL),
+the train and eval commands of each run, and a variant's parameter counts from its gin config."""
 
 from __future__ import annotations
 
@@ -33,13 +34,50 @@ class Variant:
 
 
 @dataclasses.dataclass(frozen=True)
+class CrossEval:
+    """An evaluation of every trained model on other held-out data: the run's own config, then these gin files
+    and bindings (e.g. objective/nsp.gin: NSP pairs instead of the run's SOP pairs)."""
+
+    name: str
+    gin_files: tuple[str, ...]
+    bindings: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One training run of a sweep: a variant, its seed (None for a grid without seeds) and its directory."""
+
+    variant: Variant
+    seed: int | None
+    workdir: str
+
+    @property
+    def label(self) -> str:
+        return self.variant.name if self.seed is None else f"{self.variant.name}/seed_{self.seed}"
+
+    @property
+    def bindings(self) -> tuple[str, ...]:
+        """The seed's binding, applied after every other (the seed is the grid's dimension, not the user's)."""
+        return () if self.seed is None else (f"train.seed={self.seed}",)
+
+
+@dataclasses.dataclass(frozen=True)
 class Grid:
-    """The variants of a grid file or directory, with the title and note its table is printed with."""
+    """The variants of a grid file or directory, with the title and note its table is printed with, the seeds
+    each variant runs with and the cross-evaluations every run gets."""
 
     source: str
     variants: tuple[Variant, ...]
     title: str = ""
     note: str = ""
+    seeds: tuple[int, ...] = ()
+    cross_evals: tuple[CrossEval, ...] = ()
+
+    def runs(self, out: str) -> list[Run]:
+        """Every run of the grid in order: OUT/<variant>/ without seeds, OUT/<variant>/seed_<s>/ with them."""
+        if not self.seeds:
+            return [Run(v, None, os.path.join(out, v.name)) for v in self.variants]
+        return [Run(v, seed, os.path.join(out, v.name, f"seed_{seed}")) for v in self.variants for seed in self.seeds]
 
     @property
     def paper_columns(self) -> list[str]:
@@ -114,15 +152,46 @@ def _check_name(name: Any, where: str) -> str:
     return name
 
 
-def variant_from_spec(grid_file: str, name: str, spec: Any, paper: Any) -> Variant:
-    """A SWEEP_VARIANTS entry: {'gin_files': [...] (optional), 'Binding.name' or 'MACRO': value, ...}."""
+def _files_and_bindings(grid_file: str, macro: str, name: str, spec: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The gin files and `NAME=VALUE` bindings of a spec {'gin_files': [...] (optional), 'Binding.name': value}."""
     if not isinstance(spec, dict):
-        raise SweepError(f"{grid_file}: SWEEP_VARIANTS[{name!r}] must be a dict of binding -> value (e.g. "
-                         f"{{'AlbertConfig.sharing': 'none'}}), got {spec!r}.")
+        raise SweepError(f"{grid_file}: {macro}[{name!r}] must be a dict of binding -> value (e.g. "
+                         f"{{'AlbertConfig.sharing': 'none'}} or {{'gin_files': ['objective/nsp.gin']}}), got {spec!r}.")
     files = spec.get("gin_files", ())
     files = (files,) if isinstance(files, str) else tuple(files)
-    bindings = tuple(f"{key}={value!r}" for key, value in spec.items() if key != "gin_files")
+    return files, tuple(f"{key}={value!r}" for key, value in spec.items() if key != "gin_files")
+
+
+def variant_from_spec(grid_file: str, name: str, spec: Any, paper: Any) -> Variant:
+    """A SWEEP_VARIANTS entry: {'gin_files': [...] (optional), 'Binding.name' or 'MACRO': value, ...}."""
+    files, bindings = _files_and_bindings(grid_file, "SWEEP_VARIANTS", name, spec)
     return Variant(name, (launch_path(grid_file), *files), bindings, _paper(name, paper, grid_file))
+
+
+def parse_seeds(value: Any, where: str) -> tuple[int, ...]:
+    """SWEEP_SEEDS / --seeds: distinct integers (a list, or a comma-separated string from the command line)."""
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    try:
+        seeds = tuple(int(v) for v in items)
+        if any(isinstance(v, float) or isinstance(v, bool) for v in items) or any(s < 0 for s in seeds):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SweepError(f"{where}: seeds must be non-negative integers, e.g. [1, 2, 3] (or --seeds=1,2,3); got "
+                         f"{value!r}.") from None
+    if len(set(seeds)) != len(seeds):
+        raise SweepError(f"{where}: seeds {list(seeds)} repeat a seed; each seed is one run per variant.")
+    return seeds
+
+
+def _cross_evals(grid_file: str, specs: Any) -> tuple[CrossEval, ...]:
+    """SWEEP_CROSS_EVAL = {'NSP': {'gin_files': ['objective/nsp.gin']}, ...}: evaluations of every run."""
+    if specs is None:
+        return ()
+    if not isinstance(specs, dict) or not specs:
+        raise SweepError(f"{grid_file}: SWEEP_CROSS_EVAL must be a dict of name -> {{'gin_files': [...], "
+                         f"'Binding.name': value}}, got {specs!r}.")
+    return tuple(CrossEval(_check_name(name, grid_file), *_files_and_bindings(grid_file, "SWEEP_CROSS_EVAL", name,
+                                                                               spec)) for name, spec in specs.items())
 
 
 def load_grid(path: str) -> Grid:
@@ -146,7 +215,9 @@ def load_grid(path: str) -> Grid:
                          f"{sorted(set(paper) - set(specs))}.")
     variants = tuple(variant_from_spec(resolved, _check_name(name, resolved), spec, paper.get(name))
                      for name, spec in specs.items())
-    return Grid(resolved, variants, str(macros.get("SWEEP_TITLE", "")), str(macros.get("SWEEP_NOTE", "")))
+    return Grid(resolved, variants, str(macros.get("SWEEP_TITLE", "")), str(macros.get("SWEEP_NOTE", "")),
+                parse_seeds(macros.get("SWEEP_SEEDS", ()), f"{resolved}: SWEEP_SEEDS"),
+                _cross_evals(resolved, macros.get("SWEEP_CROSS_EVAL")))
 
 
 def select(grid: Grid, names: str) -> Grid:
@@ -160,11 +231,29 @@ def select(grid: Grid, names: str) -> Grid:
 
 
 def launch_args(variant: Variant, workdir: str, extra_files: Sequence[str] = (),
-                extra_bindings: Sequence[str] = ()) -> list[str]:
+                extra_bindings: Sequence[str] = (), seed_bindings: Sequence[str] = ()) -> list[str]:
     """launch.py's arguments for a variant: its files, the sweep's extra files, its bindings, the extra bindings
-    (last, so they win), and the workdir."""
+    (so they win over the variant's), the run's seed, and the workdir."""
     return ([f"--gin_file={f}" for f in (*variant.gin_files, *extra_files)]
-            + [f"--gin.{b}" for b in (*variant.bindings, *extra_bindings)] + [f"--workdir={workdir}"])
+            + [f"--gin.{b}" for b in (*variant.bindings, *extra_bindings, *seed_bindings)] + [f"--workdir={workdir}"])
+
+
+def run_args(run: Run, extra_files: Sequence[str] = (), extra_bindings: Sequence[str] = ()) -> list[str]:
+    """launch.py's arguments for one run of the grid."""
+    return launch_args(run.variant, run.workdir, extra_files, extra_bindings, run.bindings)
+
+
+def cross_eval_dir(run: Run, cross_eval: CrossEval) -> str:
+    """Where a run's cross-evaluation goes: RUN/cross_eval/<name>/ (apart from the run's own eval/)."""
+    return os.path.join(run.workdir, "cross_eval", cross_eval.name)
+
+
+def cross_eval_args(run: Run, cross_eval: CrossEval) -> list[str]:
+    """`albert-jax eval`'s arguments for a cross-evaluation: the run's latest checkpoint (no fallback: a damaged
+    one is an error, not a silently older model), the run's own config, then the cross-evaluation's files."""
+    return ([f"--workdir={run.workdir}", "--no_fallback", f"--gin_file={os.path.join(run.workdir, 'config.gin')}"]
+            + [f"--gin_file={f}" for f in cross_eval.gin_files] + [f"--gin.{b}" for b in cross_eval.bindings]
+            + [f"--out_dir={cross_eval_dir(run, cross_eval)}"])
 
 
 def shell_quote(arg: str) -> str:
@@ -174,9 +263,13 @@ def shell_quote(arg: str) -> str:
 
 def print_commands(grid: Grid, out: str, extra_files: Sequence[str] = (), extra_bindings: Sequence[str] = (),
                    python: str = "python", write: Callable[[str], None] = print) -> list[str]:
-    """One shell command per variant (run from the repository root; each may go to its own cluster job)."""
-    lines = [" ".join(shell_quote(a) for a in [python, "launch.py", *launch_args(
-        v, os.path.join(out, v.name), extra_files, extra_bindings)]) for v in grid.variants]
+    """One shell command per run (run from the repository root; each may go to its own cluster job), followed by
+    the run's cross-evaluations joined with `&&` (they need its final checkpoint)."""
+    lines = []
+    for run in grid.runs(out):
+        commands = [[python, "launch.py", *run_args(run, extra_files, extra_bindings)]]
+        commands += [[python, "-m", "albert_jax", "eval", *cross_eval_args(run, c)] for c in grid.cross_evals]
+        lines.append(" && ".join(" ".join(shell_quote(a) for a in command) for command in commands))
     for line in lines:
         write(line)
     return lines
