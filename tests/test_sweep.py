@@ -118,9 +118,10 @@ def test_print_commands_one_launch_per_variant(capsys):
 
 def test_collect_writes_csv_markdown_and_plots(tmp_path):
     grid = sweep_grid.select(sweep_grid.load_grid("ablations/table4_demo.gin"), "e32_all_shared,e32_not_shared,e128_shared_ffn")
+    grid = dataclasses.replace(grid, seeds=())  # one run per variant, in OUT/<variant>/
     out = str(tmp_path / "out")
     done_dir, partial_dir = os.path.join(out, "e32_all_shared"), os.path.join(out, "e32_not_shared")
-    fake_run(done_dir, steps=400, log_every=10, eval_every=50, final_mlm=0.2)  # scale/ablation_demo: 400 steps
+    fake_run(done_dir, steps=600, log_every=10, eval_every=50, final_mlm=0.2)  # scale/ablation_demo: 600 steps
     fake_run(partial_dir, steps=100, log_every=10, eval_every=50, final_mlm=0.3)
     with open(os.path.join(done_dir, sweep_results.DONE_FILE), "w") as f:
         json.dump({"args": [], "seconds": 12.5}, f)
@@ -129,10 +130,10 @@ def test_collect_writes_csv_markdown_and_plots(tmp_path):
     assert [by_name[n]["status"] for n in ("e32_all_shared", "e32_not_shared", "e128_shared_ffn")] == \
         ["complete", "partial", "not run"]
     done = by_name["e32_all_shared"]
-    assert done["eval_step"] == 400 and done["masked_lm_accuracy"] == pytest.approx(0.2)
+    assert done["eval_step"] == 600 and done["masked_lm_accuracy"] == pytest.approx(0.2)
     assert done["tokens_per_s"] == pytest.approx(1000.0)  # the first report and those after an eval left out
     assert done["params"] < by_name["e32_not_shared"]["params"] < by_name["e128_shared_ffn"]["params"]
-    assert done["num_train_steps"] == 400 and done["steps_done"] == 400 and done["seconds"] == 12.5
+    assert done["num_train_steps"] == 600 and done["steps_done"] == 600 and done["seconds"] == 12.5
     with open(os.path.join(out, "results.csv")) as f:
         table = list(csv.DictReader(f))
     assert [r["variant"] for r in table] == [v.name for v in grid.variants]
@@ -140,7 +141,7 @@ def test_collect_writes_csv_markdown_and_plots(tmp_path):
     assert float(table[1]["masked_lm_accuracy"]) == pytest.approx(0.3)
     markdown = open(os.path.join(out, "results.md")).read()
     assert markdown.startswith("# Table 4 at demo scale")
-    assert "| e32_all_shared | 0.48M | 20.0 | 60.0 | 7.000 | 0.690 | 1,000 | 400 | 128 | all-shared |" in markdown
+    assert "| e32_all_shared | 0.48M | 20.0 | 60.0 | 7.000 | 0.690 | 1,000 | 600 | 128 | all-shared |" in markdown
     assert "e32_not_shared (partial)" in markdown and "Reproduce: `albert-jax sweep X`" in markdown
     for name, size in (("loss_curves.png", (495, 1430)), ("params_vs_mlm.png", (495, 770))):
         image = matplotlib.image.imread(os.path.join(out, name))
