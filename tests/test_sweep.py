@@ -207,8 +207,10 @@ VERBS = ["watched", "followed", "painted", "remembered", "carried", "visited"]
 OBJECTS = ["the green hills", "a broken clock", "the morning market", "seven letters", "an empty boat"]
 
 
-def test_real_two_variant_sweep_through_launch(tmp_path, monkeypatch, capsys):
-    rng = np.random.default_rng(0)
+def tiny_text_grid(tmp_path, seed: int, sweep_macros: str) -> str:
+    """A grid file over a tiny random-sentence corpus and a 4-step tiny model (seconds per run), with the given
+    SWEEP_* lines (already indented like the rest of the file body)."""
+    rng = np.random.default_rng(seed)
     corpus = tmp_path / "corpus.txt"
     with open(corpus, "w") as f:
         for _ in range(80):
@@ -216,7 +218,7 @@ def test_real_two_variant_sweep_through_launch(tmp_path, monkeypatch, capsys):
                 f.write(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} in "
                         f"{1900 + int(rng.integers(0, 99))}.\n")
             f.write("\n")
-    grid_file = write(tmp_path / "tiny_grid.gin", f"""
+    return write(tmp_path / "tiny_grid.gin", f"""
         include 'base.gin'
         include 'models/tiny.gin'
         include 'objective/sop.gin'
@@ -240,7 +242,12 @@ def test_real_two_variant_sweep_through_launch(tmp_path, monkeypatch, capsys):
         train.eval_every = 4  # c
         Evaluator.max_batches = 2  # c
         make_manager.save_every_steps = 4  # c
-        SWEEP_VARIANTS = {{'shared': {{'AlbertConfig.sharing': 'all'}}, 'unshared': {{'AlbertConfig.sharing': 'none'}}}}  # c
+{sweep_macros}""")
+
+
+def test_real_two_variant_sweep_through_launch(tmp_path, monkeypatch, capsys):
+    grid_file = tiny_text_grid(tmp_path, 0, """
+        SWEEP_VARIANTS = {'shared': {'AlbertConfig.sharing': 'all'}, 'unshared': {'AlbertConfig.sharing': 'none'}}  # c
         """)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
     out = str(tmp_path / "out")
@@ -351,41 +358,10 @@ def test_collect_aggregates_seeds_and_cross_evals(tmp_path):
 
 
 def test_real_sweep_with_seeds_and_cross_evaluation(tmp_path, monkeypatch, capsys):
-    rng = np.random.default_rng(1)
-    corpus = tmp_path / "corpus.txt"
-    with open(corpus, "w") as f:
-        for _ in range(80):
-            for _ in range(int(rng.integers(4, 8))):
-                f.write(f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} in "
-                        f"{1900 + int(rng.integers(0, 99))}.\n")
-            f.write("\n")
-    grid_file = write(tmp_path / "seed_grid.gin", f"""
-        include 'base.gin'
-        include 'models/tiny.gin'
-        include 'objective/sop.gin'
-        include 'masking/ngram3.gin'
-        include 'optim/lamb.gin'
-        include 'scale/tiny.gin'
-        include 'mesh/data.gin'
-        DataSpec.corpus = 'text'  # the corpus above
-        DataSpec.text_files = ['{corpus}']  # c
-        DataSpec.cache_dir = '{tmp_path / "cache"}'  # c
-        DataSpec.vocab_size = 64  # c
-        DataSpec.eval_fraction = 0.1  # c
-        DataSpec.num_workers = 1  # c
-        AlbertConfig.vocab_size = 128  # c
-        AlbertConfig.hidden_size = 32  # c
-        AlbertConfig.embedding_size = 16  # c
-        AlbertConfig.intermediate_size = 64  # c
-        AlbertConfig.num_hidden_layers = 2  # c
-        NUM_TRAIN_STEPS = 4  # c
-        train.log_every = 2  # c
-        train.eval_every = 4  # c
-        Evaluator.max_batches = 2  # c
-        make_manager.save_every_steps = 4  # c
-        SWEEP_VARIANTS = {{'sop': {{}}}}  # c
+    grid_file = tiny_text_grid(tmp_path, 1, """
+        SWEEP_VARIANTS = {'sop': {}}  # c
         SWEEP_SEEDS = [1, 2]  # c
-        SWEEP_CROSS_EVAL = {{'NSP': {{'gin_files': ['objective/nsp.gin']}}, 'SOP': {{'gin_files': ['objective/sop.gin']}}}}  # c
+        SWEEP_CROSS_EVAL = {'NSP': {'gin_files': ['objective/nsp.gin']}, 'SOP': {'gin_files': ['objective/sop.gin']}}  # c
         """)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
     out = str(tmp_path / "out")
