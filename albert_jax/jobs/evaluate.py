@@ -186,7 +186,6 @@ def evaluate_checkpoints(workdir: str, step: int | None = None, continuous: bool
                 continue
             if evaluator is None:
                 evaluator = Evaluator(config, mesh, rules, shardings, input_config=_prepared_input_config())
-            os.makedirs(out_dir, exist_ok=True)
             results[target] = evaluator.run_and_record(params, target, workdir, out_dir=out_dir)
             print(json.dumps({"step": target, **results[target]}), flush=True)
             last_new = time.time()
@@ -236,7 +235,7 @@ def evaluate_pretrained(init: str, workdir: str, step: int | None = None, vocab:
     evaluator = Evaluator(model.config, mesh, rules, shardings, input_config=input_config)
     step = 0 if step is None else step
     result = evaluator.run_and_record(placed, step, workdir, provenance={
-        "model": model.source, "vocab": os.path.abspath(tokenizer.path), "eval_dir": input_config.eval_dir})
+        "model": model.source, "vocab": os.path.abspath(tokenizer.path)})
     print(json.dumps({"step": step, **result}), flush=True)
     return result
 
@@ -327,7 +326,8 @@ def run(args: argparse.Namespace) -> int:
     if args.model and not args.workdir:
         raise ValueError("eval --model=MODEL_DIR needs --workdir=OUT: the directory that receives eval/.")
     if args.model and args.out_dir:
-        raise ValueError("--out_dir is for a run's checkpoints (--workdir=RUN); with --model, --workdir receives eval/.")
+        raise ValueError("--out_dir is for a run's checkpoints (--workdir=RUN); with --model, --workdir receives "
+                         "eval/.")
     if args.model and args.continuous:
         raise ValueError("--continuous follows a run's checkpoints (--workdir=RUN); it does not apply to --model.")
     AlbertConfig()  # validates the model config before any work starts

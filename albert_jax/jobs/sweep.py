@@ -31,9 +31,10 @@ from typing import Callable, Sequence
 
 from albert_jax.jobs import flags
 from albert_jax.jobs.sinks import format_duration
-from albert_jax.jobs.sweep_grid import (REPO, Grid, Run, cross_eval_args, cross_eval_dir, describe_variant,
-                                        load_grid, parse_seeds, print_commands, run_args, select, shell_quote)
-from albert_jax.jobs.sweep_results import DESCRIBE_FILE, DONE_FILE, collect, last_eval, read_json, write_json
+from albert_jax.jobs.sweep_grid import (REPO, Grid, Run, cross_eval_args, describe_variant, load_grid,
+                                        parse_seeds, print_commands, run_args, select, shell_quote)
+from albert_jax.jobs.sweep_results import (DESCRIBE_FILE, DONE_FILE, collect, cross_eval_result, last_eval,
+                                           read_json, write_json)
 
 if __name__ == "__main__":  # one entry for every job: the CLI
     from albert_jax.jobs import cli
@@ -107,19 +108,18 @@ def _logged(run: Run, command: list[str]) -> int:
 
 def run_cross_evals(grid: Grid, run: Run, python: str, write: Callable[[str], None], tag: str) -> bool:
     """The run's cross-evaluations that are missing at its last evaluated step; False if one failed."""
-    final = (last_eval(run.workdir) or {}).get("step")
     ok = True
     for cross_eval in grid.cross_evals:
-        if final is not None and os.path.exists(os.path.join(cross_eval_dir(run, cross_eval), f"step_{final}.json")):
+        if cross_eval_result(run, cross_eval):
             continue
         code = _logged(run, [python, "-m", "albert_jax", "eval", *cross_eval_args(run, cross_eval)])
-        result = last_eval(cross_eval_dir(run, cross_eval), subdir="") or {}
-        if code != 0 or result.get("step") != final:
+        result = cross_eval_result(run, cross_eval)
+        if code != 0 or result is None:
             ok = False
             write(f"{tag}: cross-evaluation {cross_eval.name} FAILED (exit {code}; see "
                   f"{os.path.join(run.workdir, 'launch.log')})")
         else:
-            write(f"{tag}: cross-evaluation {cross_eval.name} at step {final}: MLM acc "
+            write(f"{tag}: cross-evaluation {cross_eval.name} at step {result['step']}: MLM acc "
                   f"{result['masked_lm_accuracy']:.3f}, sentence acc {result['sentence_order_accuracy']:.3f}")
     return ok
 

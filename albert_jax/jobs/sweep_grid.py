@@ -173,7 +173,7 @@ def parse_seeds(value: Any, where: str) -> tuple[int, ...]:
     items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
     try:
         seeds = tuple(int(v) for v in items)
-        if any(isinstance(v, float) or isinstance(v, bool) for v in items) or any(s < 0 for s in seeds):
+        if any(isinstance(v, (float, bool)) for v in items) or any(s < 0 for s in seeds):
             raise ValueError
     except (TypeError, ValueError):
         raise SweepError(f"{where}: seeds must be non-negative integers, e.g. [1, 2, 3] (or --seeds=1,2,3); got "
@@ -231,16 +231,16 @@ def select(grid: Grid, names: str) -> Grid:
 
 
 def launch_args(variant: Variant, workdir: str, extra_files: Sequence[str] = (),
-                extra_bindings: Sequence[str] = (), seed_bindings: Sequence[str] = ()) -> list[str]:
+                extra_bindings: Sequence[str] = ()) -> list[str]:
     """launch.py's arguments for a variant: its files, the sweep's extra files, its bindings, the extra bindings
-    (so they win over the variant's), the run's seed, and the workdir."""
+    (last, so they win), and the workdir."""
     return ([f"--gin_file={f}" for f in (*variant.gin_files, *extra_files)]
-            + [f"--gin.{b}" for b in (*variant.bindings, *extra_bindings, *seed_bindings)] + [f"--workdir={workdir}"])
+            + [f"--gin.{b}" for b in (*variant.bindings, *extra_bindings)] + [f"--workdir={workdir}"])
 
 
 def run_args(run: Run, extra_files: Sequence[str] = (), extra_bindings: Sequence[str] = ()) -> list[str]:
-    """launch.py's arguments for one run of the grid."""
-    return launch_args(run.variant, run.workdir, extra_files, extra_bindings, run.bindings)
+    """launch.py's arguments for one run of the grid: the variant's, with the run's seed binding last."""
+    return launch_args(run.variant, run.workdir, extra_files, (*extra_bindings, *run.bindings))
 
 
 def cross_eval_dir(run: Run, cross_eval: CrossEval) -> str:

@@ -12,15 +12,15 @@ import re
 import sys
 from typing import Any, Sequence
 
-from albert_jax.jobs.sweep_grid import Grid, Run, SweepError, Variant, cross_eval_dir, describe_variant
+from albert_jax.jobs.sweep_grid import CrossEval, Grid, Run, SweepError, Variant, cross_eval_dir, describe_variant
 from albert_jax.jobs.sweep_stats import Summary, aggregate, mean_curve
 
 DONE_FILE = "sweep_done.json"  # written into a variant's workdir when its launch exited 0
 DESCRIBE_FILE = "sweep_describe.json"  # the variant's parameter counts and run shape
 HELD_OUT_KEYS = ("masked_lm_accuracy", "masked_lm_loss", "sentence_order_accuracy", "sentence_order_loss")
 CROSS_KEYS = ("masked_lm_accuracy", "sentence_order_accuracy", "masked_lm_loss", "sentence_order_loss")
-RESULT_FIELDS = ("variant", "seed", "status", "params", "params_with_heads", "num_train_steps", "steps_done", "eval_step",
-                 *HELD_OUT_KEYS, "final_train_loss", "tokens_per_s", "seconds")
+RESULT_FIELDS = ("variant", "seed", "status", "params", "params_with_heads", "num_train_steps", "steps_done",
+                 "eval_step", *HELD_OUT_KEYS, "final_train_loss", "tokens_per_s", "seconds")
 
 
 def read_json(path: str) -> dict[str, Any] | None:
@@ -93,6 +93,14 @@ def variant_info(variant: Variant, workdir: str, extra_files: Sequence[str] = ()
     return info
 
 
+def cross_eval_result(run: Run, cross_eval: CrossEval) -> dict[str, Any] | None:
+    """The run's cross-evaluation at the step of its own last evaluation (its final model), or None: missing, or
+    an evaluation of an earlier checkpoint (not this run's model, to be redone)."""
+    final = (last_eval(run.workdir) or {}).get("step")
+    result = last_eval(cross_eval_dir(run, cross_eval), subdir="")
+    return result if final is not None and result and result.get("step") == final else None
+
+
 def cross_fields(grid: Grid) -> list[str]:
     """The results columns of the grid's cross-evaluations: NAME KEY for each, and the data each one read."""
     return [f"{c.name} {key}" for c in grid.cross_evals for key in (*CROSS_KEYS, "eval_step", "eval_dir")]
@@ -117,9 +125,7 @@ def collect_run(grid: Grid, run: Run, info: dict[str, Any]) -> dict[str, Any]:
     row["status"] = "complete" if done or finished else ("partial" if train else "not run")
     row["seed"] = run.seed
     for cross_eval in grid.cross_evals:
-        result = last_eval(cross_eval_dir(run, cross_eval), subdir="") or {}
-        if result and result.get("step") != row["eval_step"]:
-            result = {}  # an evaluation of an earlier checkpoint than the run's last: not this run's model
+        result = cross_eval_result(run, cross_eval) or {}
         row.update({f"{cross_eval.name} {key}": result.get(key) for key in (*CROSS_KEYS, "eval_dir")})
         row[f"{cross_eval.name} eval_step"] = result.get("step")
     row.update({f"paper {key}": value for key, value in variant.paper})
