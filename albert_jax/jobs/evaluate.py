@@ -243,12 +243,9 @@ def evaluate_pretrained(init: str, workdir: str, step: int | None = None, vocab:
 def _spec_with_vocab(spec: prepare.DataSpec, tokenizer: Tokenizer) -> prepare.DataSpec:
     """The spec with its vocabulary bound to `tokenizer`'s file. Text corpora are prepared under a cache keyed by
     the vocabulary's digest, since a prepared corpus directory is keyed by its source files only; the demo
-    corpus is read as text (its own prepared corpus uses the demo vocabulary)."""
-    if spec.corpus == "demo":
-        from albert_jax.input.demo_corpus import ensure_demo_corpus
-
-        text = ensure_demo_corpus(os.path.join(spec.cache_dir, "demo"), vocab_size=spec.vocab_size,
-                                  eval_fraction=spec.eval_fraction, workers=spec.num_workers)["text"]
+    corpus is read as text (its own prepared corpus uses the demo vocabulary), as is any packaged corpus."""
+    if spec.corpus in prepare.PACKAGED:
+        text = prepare.ensure_packaged_corpus(spec)["text"]
         spec = dataclasses.replace(spec, corpus="text", text_files=(text,), text_format="sentences")
     if spec.corpus == "prepared":
         from albert_jax.input.corpus import load_corpus_info
