@@ -18,12 +18,13 @@ falls back to the newest step that does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import gin
 import grain.checkpoint
@@ -402,15 +403,27 @@ def abstract_with_shardings(abstract: Any, shardings: Any) -> Any:
     return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
 
+@contextlib.contextmanager
+def _pytree_reader() -> Iterator[ocp.PyTreeCheckpointHandler]:
+    """orbax's pytree handler, used directly on an item directory (`<step>/state`): the step's
+    `_CHECKPOINT_METADATA` is one level up, the manager's, so a `Checkpointer` would warn that the item has none."""
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        yield handler
+    finally:
+        handler.close()
+
+
 def restore_numpy(directory: str | os.PathLike, subtree: str | None = None) -> Any:
     """An orbax pytree checkpoint (or only its `subtree` entry) as host numpy arrays, whatever the device count
     or mesh it was saved from (a restore without a target refuses a different topology)."""
-    with ocp.PyTreeCheckpointer() as checkpointer:
-        tree = checkpointer.metadata(directory).item_metadata.tree
+    directory = Path(directory)
+    with _pytree_reader() as reader:
+        tree = reader.metadata(directory).tree
         item = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), tree if subtree is None else
                             {subtree: tree[subtree]})
         restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-        restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
+        restored = reader.restore(directory, args=ocp.args.PyTreeRestore(
             item=item, restore_args=restore_args, partial_restore=subtree is not None))
     return restored if subtree is None else restored[subtree]
 
@@ -439,8 +452,8 @@ def restore_params_on_mesh(workdir: str | os.PathLike, step: int, abstract: Any,
                         abstract, shardings)
     failure: CheckpointDamaged | None = None
     try:
-        with ocp.PyTreeCheckpointer() as checkpointer:
-            params = checkpointer.restore(Path(step_dir(workdir, step)) / STATE, args=ocp.args.PyTreeRestore(
+        with _pytree_reader() as reader:
+            params = reader.restore(Path(step_dir(workdir, step)) / STATE, args=ocp.args.PyTreeRestore(
                 item={"params": abstract}, restore_args={"params": args}, partial_restore=True))["params"]
     except Exception as error:  # noqa: BLE001
         failure = CheckpointDamaged(checkpoints_dir(workdir), step, STATE, error_summary(error))

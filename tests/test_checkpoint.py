@@ -46,6 +46,26 @@ def test_restore_on_other_meshes(tmp_path):
         assert len(leaf.sharding.device_set) == int(np.prod(shape))
 
 
+def test_parameter_restores_read_the_state_item_without_warnings(tmp_path, caplog):
+    """Fine-tuning and eval read only the params of `<step>/state`; orbax must not warn that the item directory
+    lacks the step-level `_CHECKPOINT_METADATA` (it lives one level up, the manager's)."""
+    mesh, tx, _, shardings = state_on((2, 2, 2))
+    state = steps.create_state(CONFIG, tx, mesh, partitioning.DEFAULT_RULES, seed=3)
+    manager = checkpoint.make_manager(str(tmp_path), save_every_steps=1)
+    assert checkpoint.save(manager, 5, state, {"next_index": 0}, {}, force=True)
+    manager.wait_until_finished()
+    want = jax.device_get(state.params)
+    caplog.set_level("WARNING")
+    on_host = checkpoint.restore_params(str(tmp_path), 5)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), want)
+    on_mesh = checkpoint.restore_params_on_mesh(str(tmp_path), 5, abstract, shardings.params)
+    for restored in (on_host, on_mesh):
+        for got, expected in zip(jax.tree.leaves(restored), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(np.asarray(got), expected)
+    assert not [r for r in caplog.records if r.levelname == "WARNING" and "orbax" in (r.pathname or "")], [
+        r.getMessage() for r in caplog.records]
+
+
 def test_half_written_checkpoint_is_ignored(tmp_path):
     mesh, tx, abstract, shardings = state_on((1, 1, 1))
     state = steps.create_state(CONFIG, tx, mesh, partitioning.DEFAULT_RULES, seed=0)
