@@ -42,18 +42,32 @@ def batch_totals(batch: dict[str, Array]) -> dict[str, Array]:
     return {"masked_tokens": masked.sum(), "examples": rows.sum()}
 
 
+def masked_lm_nll_and_hits(logits: Array, targets: Array) -> tuple[Array, Array]:
+    """Per-prediction negative log-likelihood and hit (1.0 where the target scores highest) over the vocabulary.
+
+    One pass for both: the hit compares the target's logit with the row maximum the log-sum-exp takes anyway,
+    where `argmax(-1) == target` would add a second (index-tracking) reduction over the vocabulary; on XLA:CPU
+    that reduction and the gradient's layout around it cost ~8% of the demo step (docs/PERF.md). A target tied
+    with another piece for the maximum counts as a hit (argmax would break the tie by index).
+    """
+    target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    row_max = jax.lax.stop_gradient(logits.max(-1))
+    # log sum exp(logits - max) - (target - max): both terms shifted, so no precision is lost to large logits.
+    nll = jnp.log(jnp.exp(logits - row_max[..., None]).sum(-1)) - (target_logit - row_max)
+    return nll, (target_logit >= row_max).astype(jnp.float32)
+
+
 def metric_sums(mlm_logits: Array, sentence_logits: Array, batch: dict[str, Array]) -> dict[str, Array]:
     """Per-batch sums (not means) of the pretraining metrics, so that batches and hosts add up exactly."""
     labels = batch["sentence_labels"].reshape(-1)
     rows = example_weights(batch)
     weights = batch["masked_lm_weights"].astype(jnp.float32) * rows[:, None]
-    mlm_logits = mlm_logits.astype(jnp.float32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(mlm_logits, batch["masked_lm_ids"])
+    nll, correct = masked_lm_nll_and_hits(mlm_logits.astype(jnp.float32), batch["masked_lm_ids"])
     sentence_logits = sentence_logits.astype(jnp.float32)
     sentence_nll = optax.softmax_cross_entropy_with_integer_labels(sentence_logits, labels)
     return {
         "masked_lm_loss_sum": (nll * weights).sum(),
-        "masked_lm_correct": ((mlm_logits.argmax(-1) == batch["masked_lm_ids"]) * weights).sum(),
+        "masked_lm_correct": (correct * weights).sum(),
         "masked_tokens": weights.sum(),
         "sentence_order_loss_sum": (sentence_nll * rows).sum(),
         "sentence_order_correct": ((sentence_logits.argmax(-1) == labels) * rows).sum(),
