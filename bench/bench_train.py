@@ -3,8 +3,11 @@
 Both do the same step on the same shapes (ALBERT-base by default, batch 8 x 128 on CPU): forward, MLM loss at
 the masked positions plus the sentence-order loss, backward, optimizer update. albert-jax runs its jitted
 `train_step` (reference LAMB, clipping); PyTorch runs AlbertForPreTraining with AdamW (its usual recipe; the
-optimizer is a negligible share of the step at this size). Each side is warmed up, then timed over several
-steps; the median step time gives tokens/s and achieved GFLOP/s from the analytic FLOPs of `describe`.
+optimizer is a negligible share of the step at this size). Each side is warmed up, then the two take turns, one
+timed step each; the median step time gives tokens/s and achieved GFLOP/s from the analytic FLOPs of `describe`.
+Like the `albert-jax` command on a CPU, the benchmark first tunes glibc's allocator for XLA:CPU
+(albert_jax/jobs/host_allocator.py; `--default_allocator` keeps glibc's defaults); it is process-wide, so
+both sides run under the same allocator either way.
 
   python bench/bench_train.py [--steps 5] [--batch 8] [--seq 128] [--threads 2] [--dtypes float32,bfloat16]
 """
@@ -15,7 +18,7 @@ import argparse
 import os
 import statistics
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -35,7 +38,11 @@ def synthetic_batch(batch: int, seq: int, predictions: int, vocab: int, seed: in
     }
 
 
-def time_jax(config, batch: dict[str, np.ndarray], steps: int) -> list[float]:
+Step = Callable[[], None]  # runs one training step to completion
+
+
+def jax_step(config, batch: dict[str, np.ndarray]) -> Step:
+    """albert-jax's jitted train step on a 1-device mesh, as a closure over its (donated) state."""
     import jax
 
     from albert_jax import optim, partitioning
@@ -48,21 +55,20 @@ def time_jax(config, batch: dict[str, np.ndarray], steps: int) -> list[float]:
     schedule = optim.make_schedule(peak_learning_rate=1e-4, warmup_steps=10, num_train_steps=1000)
     tx = optim.make_optimizer(boxed, optimizer="lamb", learning_rate=schedule)
     _, shardings = train_steps.state_shardings(config, tx, mesh, rules)
-    state = train_steps.create_state(config, tx, mesh, rules, seed=0, shardings=shardings)
+    state = [train_steps.create_state(config, tx, mesh, rules, seed=0, shardings=shardings)]
     step = train_steps.jit_train_step(train_steps.make_train_step(config, tx, schedule), shardings, mesh)
     device_batch = jax.device_put(batch, partitioning.batch_sharding(mesh))
-    times = []
-    with jax.set_mesh(mesh):
-        for i in range(steps + 2):
-            start, cpu = time.perf_counter(), time.process_time()
-            state, metrics = step(state, device_batch)
+
+    def run() -> None:
+        with jax.set_mesh(mesh):
+            state[0], metrics = step(state[0], device_batch)
             jax.block_until_ready(metrics["loss"])
-            if i >= 2:  # the first call compiles, the second settles buffers
-                times.append((time.perf_counter() - start, time.process_time() - cpu))
-    return times
+
+    return run
 
 
-def time_torch(config, batch: dict[str, np.ndarray], steps: int) -> list[float]:
+def torch_step(config, batch: dict[str, np.ndarray]) -> Step:
+    """transformers' AlbertForPreTraining with AdamW and clipping, on the same shapes and batch."""
     import torch
     import transformers
 
@@ -82,9 +88,8 @@ def time_torch(config, batch: dict[str, np.ndarray], steps: int) -> list[float]:
     targets = torch.from_numpy(batch["masked_lm_ids"]).long()
     labels = torch.from_numpy(batch["sentence_labels"]).long()
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.dtype == "bfloat16")
-    times = []
-    for i in range(steps + 1):
-        start, cpu = time.perf_counter(), time.process_time()
+
+    def run() -> None:
         with autocast:
             out = model(input_ids=ids, attention_mask=mask, token_type_ids=segments)
             logits = out.prediction_logits.gather(1, positions[..., None].expand(-1, -1, hf_config.vocab_size))
@@ -95,21 +100,28 @@ def time_torch(config, batch: dict[str, np.ndarray], steps: int) -> list[float]:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        if i >= 1:
-            times.append((time.perf_counter() - start, time.process_time() - cpu))
-    return times
+
+    return run
 
 
 def measure(config: Any, batch: dict[str, np.ndarray], steps: int, sides: Sequence[str]) -> list[tuple]:
-    """(side name, median wall s, median process-CPU s) per side, each timed on `config`'s compute dtype."""
+    """(side name, median wall s, median process-CPU s) per side, each timed on `config`'s compute dtype.
+
+    The sides take turns, one step each, after two untimed steps of each (compile, first allocations): a load
+    that comes and goes on a shared machine then slows both alike instead of whichever side ran during it.
+    """
     label = "" if config.dtype == "float32" else f" {config.dtype}"
-    runners = {"jax": ("albert-jax (jit, LAMB)", time_jax), "torch": ("transformers PyTorch (AdamW)", time_torch)}
-    rows = []
-    for side in sides:
-        name, fn = runners[side]
-        times = fn(config, batch, steps)
-        rows.append((name + label, statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)))
-    return rows
+    makers = {"jax": ("albert-jax (jit, LAMB)", jax_step), "torch": ("transformers PyTorch (AdamW)", torch_step)}
+    runs = {side: makers[side][1](config, batch) for side in sides}
+    times: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
+    for index in range(steps + 2):
+        for side in sides:
+            start, cpu = time.perf_counter(), time.process_time()
+            runs[side]()
+            if index >= 2:
+                times[side].append((time.perf_counter() - start, time.process_time() - cpu))
+    return [(makers[side][0] + label, statistics.median(t[0] for t in times[side]),
+             statistics.median(t[1] for t in times[side])) for side in sides]
 
 
 def main() -> None:
@@ -127,7 +139,13 @@ def main() -> None:
     parser.add_argument("--binding", action="append", default=[],
                         help="a gin binding applied after --gin_file, e.g. \"AlbertConfig.remat_policy='dots_saveable'\" "
                              "(scale/demo.gin's choice, the fastest on CPU); repeatable")
+    parser.add_argument("--default_allocator", action="store_true",
+                        help="keep glibc's allocator defaults instead of the tuning the albert-jax command applies on "
+                             "CPU (albert_jax/jobs/host_allocator.py); either way both sides share the process")
     args = parser.parse_args()
+    from albert_jax.jobs import host_allocator
+
+    tuned = not args.default_allocator and host_allocator.tune_for_xla_cpu()  # before JAX or torch start threads
     sides = [side for side in args.sides.split(",") if side]
     if not sides or any(side not in ("jax", "torch") for side in sides):
         parser.error(f"--sides takes jax and/or torch, got {args.sides!r}")
@@ -147,7 +165,8 @@ def main() -> None:
     tokens = args.batch * args.seq
     print(f"{args.gin_file} {' '.join(args.binding)} (remat {base.remat_policy}): batch {args.batch} x {args.seq}, {args.predictions} predictions, "
           f"{flops_per_token / 1e6:.1f} MFLOP/token, {args.steps} timed steps, {args.threads} threads; "
-          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; load average before: {os.getloadavg()[0]:.2f}",
+          f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; host allocator {'tuned' if tuned else 'glibc defaults'}; "
+          f"load average before: {os.getloadavg()[0]:.2f}",
           flush=True)
     print(f"{'':40s} {'s/step':>8s} {'CPU s':>8s} {'tokens/s':>10s} {'GFLOP/s':>8s}")
     for dtype in args.dtypes.split(","):

@@ -1,0 +1,51 @@
+"""glibc's allocator tuned for XLA:CPU, set once at process start when the jobs will run on the CPU.
+
+Every XLA:CPU execution allocates its temporary buffers as one block (108 MiB for the demo's train step) on one
+of the runtime's worker threads and frees it at the end. glibc serves a block that large from a fresh `mmap`
+(a worker thread's arena cannot hold it: non-main arenas are capped at 64 MiB), so each step the kernel maps,
+zero-fills and unmaps it again: ~30,000 page faults and ~60 ms of system time per demo step, a quarter of the
+step (docs/PERF.md). With one arena (the main one, which grows without a cap), a 1 GiB mmap threshold and a
+1 GiB trim threshold the block is taken from the heap once and reused every step. The price is that freed
+memory up to 1 GiB stays with the process, which is fine for a training job.
+
+No library sets this (it is process-wide C-allocator state, not an XLA option), hence these few lines. It has
+to run before JAX starts its CPU client: a thread keeps the arena it first allocated from. Accelerator hosts
+are left alone (their step buffers live on the device); so is a process whose user set glibc's own malloc
+variables, and any C library without `mallopt`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+
+M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+THRESHOLD_BYTES = 1 << 30
+USER_SETTINGS = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+ACCELERATOR_NODES = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*", "/dev/kfd")  # TPU, TPU, GPU, ROCm
+OPT_OUT = "ALBERT_JAX_DEFAULT_ALLOCATOR"  # set (to anything) to keep glibc's defaults
+
+
+def runs_on_cpu(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+    """Whether JAX will pick the CPU: JAX_PLATFORMS names only 'cpu', or it is unset and the machine has no
+    TPU or GPU device node. Decided before JAX starts (starting it to ask would be too late, see above)."""
+    platforms = [p.strip() for p in environ.get("JAX_PLATFORMS", "").split(",") if p.strip()]
+    if platforms:
+        return all(platform == "cpu" for platform in platforms)
+    return not any(glob.glob(pattern) for pattern in ACCELERATOR_NODES)
+
+
+def tune_for_xla_cpu(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+    """Applies the settings above when they are wanted and possible; returns whether they were applied."""
+    if environ.get(OPT_OUT) or any(name in environ for name in USER_SETTINGS) or not runs_on_cpu(environ):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return all(mallopt(parameter, value) == 1 for parameter, value in
+               ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, THRESHOLD_BYTES), (M_TRIM_THRESHOLD, THRESHOLD_BYTES)))
