@@ -5,9 +5,9 @@ the masked positions plus the sentence-order loss, backward, optimizer update. a
 `train_step` (reference LAMB, clipping); PyTorch runs AlbertForPreTraining with AdamW (its usual recipe; the
 optimizer is a negligible share of the step at this size). Each side is warmed up, then the two take turns, one
 timed step each; the median step time gives tokens/s and achieved GFLOP/s from the analytic FLOPs of `describe`.
-Like the `albert-jax` command on a CPU, the benchmark first tunes glibc's allocator for XLA:CPU
-(albert_jax/jobs/host_allocator.py; `--default_allocator` keeps glibc's defaults); it is process-wide, so
-both sides run under the same allocator either way.
+Like the train job under the CPU recipes (scale/demo.gin), the benchmark first tunes glibc's allocator for
+XLA:CPU (albert_jax/jobs/host_allocator.py; `--default_allocator` keeps glibc's defaults); it is process-wide,
+so both sides run under the same allocator either way.
 
   python bench/bench_train.py [--steps 5] [--batch 8] [--seq 128] [--threads 2] [--dtypes float32,bfloat16]
 """
@@ -140,8 +140,8 @@ def main() -> None:
                         help="a gin binding applied after --gin_file, e.g. \"AlbertConfig.remat_policy='dots_saveable'\" "
                              "(scale/demo.gin's choice, the fastest on CPU); repeatable")
     parser.add_argument("--default_allocator", action="store_true",
-                        help="keep glibc's allocator defaults instead of the tuning the albert-jax command applies on "
-                             "CPU (albert_jax/jobs/host_allocator.py); either way both sides share the process")
+                        help="keep glibc's allocator defaults instead of the tuning the CPU recipes apply "
+                             "(albert_jax/jobs/host_allocator.py); either way both sides share the process")
     args = parser.parse_args()
     from albert_jax.jobs import host_allocator
 

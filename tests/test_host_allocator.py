@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 
+import gin
+import pytest
+
 from albert_jax.jobs import host_allocator
 
 # A child that runs a jitted step whose temporaries (64 MiB: a [4096, 4096] product) XLA:CPU allocates as one block per execution,
@@ -55,3 +58,26 @@ def test_left_alone_when_the_user_chose_or_an_accelerator_is_named():
     assert not host_allocator.tune_for_xla_cpu({"JAX_PLATFORMS": "cpu", "MALLOC_ARENA_MAX": "4"})
     assert not host_allocator.tune_for_xla_cpu({"JAX_PLATFORMS": "cpu", host_allocator.OPT_OUT: "1"})
     assert not host_allocator.tune_for_xla_cpu({"JAX_PLATFORMS": "tpu"})
+
+
+@pytest.mark.usefixtures("clean_gin")
+def test_off_unless_the_recipe_switches_it_on():
+    import jax
+
+    assert not host_allocator.tune_host_allocator()  # the default
+    jax.devices()  # JAX's CPU client starts (if no test before this one started it)
+    gin.parse_config("tune_host_allocator.enabled = True")
+    assert not host_allocator.tune_host_allocator()  # asked for, but too late here: JAX's CPU client is running
+
+
+def test_the_train_job_applies_the_recipes_switch_before_jax_starts(tmp_path):
+    from test_train_loop import run_args, write_corpus
+
+    corpus = str(tmp_path / "corpus.txt")
+    write_corpus(corpus, documents=40)
+    args = run_args(str(tmp_path / "run"), corpus, str(tmp_path / "cache"), 2)[2:]  # without python launch.py
+    env = {k: v for k, v in os.environ.items() if k not in (host_allocator.OPT_OUT, "XLA_FLAGS")}
+    done = subprocess.run([sys.executable, "-m", "albert_jax", "train", *args, "--gin.tune_host_allocator.enabled=True"],
+                          env={**env, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "host allocator: glibc malloc tuned for XLA:CPU" in done.stdout, done.stdout[-2000:]

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Mapping, Sequence
 
 from albert_jax import gin_setup
-from albert_jax.jobs import flags, host_allocator
+from albert_jax.jobs import flags
 
 # subcommand -> (module, one-line help). A module with its own COMMANDS table is a group of subcommands.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -107,7 +107,6 @@ def user_error(error: BaseException) -> str:
 
 def main(argv: Sequence[str]) -> int:
     """Parses `argv` (without the program name), applies gin where the subcommand takes it, runs it."""
-    host_allocator.tune_for_xla_cpu()  # first: before anything starts JAX's CPU client (see the module)
     argv = list(argv)
     try:
         bindings, rest = gin_setup.split_argv(argv)

@@ -8,10 +8,14 @@ step (docs/PERF.md). With one arena (the main one, which grows without a cap), a
 1 GiB trim threshold the block is taken from the heap once and reused every step. The price is that freed
 memory up to 1 GiB stays with the process, which is fine for a training job.
 
-No library sets this (it is process-wide C-allocator state, not an XLA option), hence these few lines. It has
-to run before JAX starts its CPU client: a thread keeps the arena it first allocated from. Accelerator hosts
-are left alone (their step buffers live on the device); so is a process whose user set glibc's own malloc
-variables, and any C library without `mallopt`.
+It is a choice of the recipe, not a default: one arena costs a few seconds of compile-time allocator contention
+(a 12-step tiny run took ~20% longer), which a long CPU run earns back many times and a short one does not. The
+demo recipe switches it on (`tune_host_allocator.enabled = True` in scale/demo.gin); the train job applies it
+before JAX starts its CPU client, which it must: a thread keeps the arena it first allocated from.
+
+No library sets this (it is process-wide C-allocator state, not an XLA option), hence these few lines.
+Accelerator hosts are left alone (their step buffers live on the device); so is a process whose user set
+glibc's own malloc variables, and any C library without `mallopt`.
 """
 
 from __future__ import annotations
@@ -20,13 +24,15 @@ import ctypes
 import glob
 import os
 
+import gin
+
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 THRESHOLD_BYTES = 1 << 30
 USER_SETTINGS = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 ACCELERATOR_NODES = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*", "/dev/kfd")  # TPU, TPU, GPU, ROCm
-OPT_OUT = "ALBERT_JAX_DEFAULT_ALLOCATOR"  # set (to anything) to keep glibc's defaults
+OPT_OUT = "ALBERT_JAX_DEFAULT_ALLOCATOR"  # set (to anything) to keep glibc's defaults whatever the recipe says
 
 
 def runs_on_cpu(environ: dict[str, str] | os._Environ = os.environ) -> bool:
@@ -40,8 +46,12 @@ def runs_on_cpu(environ: dict[str, str] | os._Environ = os.environ) -> bool:
 
 def tune_for_xla_cpu(environ: dict[str, str] | os._Environ = os.environ) -> bool:
     """Applies the settings above when they are wanted and possible; returns whether they were applied."""
+    from jax._src import xla_bridge  # importing JAX starts nothing; asking it which backends run does not either
+
     if environ.get(OPT_OUT) or any(name in environ for name in USER_SETTINGS) or not runs_on_cpu(environ):
         return False
+    if xla_bridge.backends_are_initialized():
+        return False  # too late: the runtime's threads have their arenas (this process's other jobs ran first)
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
@@ -49,3 +59,9 @@ def tune_for_xla_cpu(environ: dict[str, str] | os._Environ = os.environ) -> bool
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return all(mallopt(parameter, value) == 1 for parameter, value in
                ((M_ARENA_MAX, 1), (M_MMAP_THRESHOLD, THRESHOLD_BYTES), (M_TRIM_THRESHOLD, THRESHOLD_BYTES)))
+
+
+@gin.configurable
+def tune_host_allocator(enabled: bool = False) -> bool:
+    """The recipe's switch (`tune_host_allocator.enabled`); returns whether the tuning is now in force."""
+    return enabled and tune_for_xla_cpu()
