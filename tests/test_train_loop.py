@@ -86,8 +86,8 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(data):
     workdir = str(data["root"] / "full")
-    proc = subprocess.run(run_args(workdir, data["corpus"], data["cache"], 12, ["--gin.train.profile_steps=(3, 5)"]),
-                          env=env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(run_args(workdir, data["corpus"], data["cache"], 12), env=env(), capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir, proc.stdout
 
@@ -102,7 +102,23 @@ def test_trains_checkpoints_and_logs(uninterrupted):
     config = open(os.path.join(workdir, "config.gin")).read()
     assert "AlbertConfig.hidden_size = 64" in config
     assert any(name.startswith("events.out.tfevents") for name in os.listdir(os.path.join(workdir, "tensorboard")))
-    traces = [f for _, _, files in os.walk(os.path.join(workdir, "profile")) for f in files if "xplane" in f]
+
+
+def test_profile_steps_write_a_trace(data):
+    """`train.profile_steps` writes a jax.profiler trace of those steps. Its own run, apart from the run the resume
+    tests compare against: XLA:CPU's tracer (jaxlib 0.10.2) crashes the process with SIGSEGV now and then when a
+    trace starts or stops, even between whole steps (seen 2026-12-03 and 2026-12-06, about one run in ten); such a
+    crash, and only that, gets one more try."""
+    workdir = str(data["root"] / "profiled")
+    for attempt in range(2):
+        proc = subprocess.run(run_args(workdir + str(attempt), data["corpus"], data["cache"], 6,
+                                       ["--gin.train.profile_steps=(3, 5)"]),
+                              env=env(), capture_output=True, text=True, timeout=600)
+        if proc.returncode != -signal.SIGSEGV:
+            break
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    traces = [f for _, _, files in os.walk(os.path.join(workdir + str(attempt), "profile")) for f in files
+              if "xplane" in f]
     assert traces, "profile_steps=(3, 5) wrote no trace"
 
 
