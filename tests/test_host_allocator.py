@@ -55,6 +55,8 @@ def test_cpu_is_decided_from_jax_platforms_before_jax_starts():
 
 
 def test_left_alone_when_the_user_chose_or_an_accelerator_is_named():
+    assert host_allocator.user_chose({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
+    assert not host_allocator.user_chose({"GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2"})  # not about malloc
     assert not host_allocator.tune_for_xla_cpu({"JAX_PLATFORMS": "cpu", "MALLOC_ARENA_MAX": "4"})
     assert not host_allocator.tune_for_xla_cpu({"JAX_PLATFORMS": "cpu", host_allocator.OPT_OUT: "1"})
     assert not host_allocator.tune_for_xla_cpu({"JAX_PLATFORMS": "tpu"})
@@ -68,6 +70,17 @@ def test_off_unless_the_recipe_switches_it_on():
     jax.devices()  # JAX's CPU client starts (if no test before this one started it)
     gin.parse_config("tune_host_allocator.enabled = True")
     assert not host_allocator.tune_host_allocator()  # asked for, but too late here: JAX's CPU client is running
+
+
+@pytest.mark.usefixtures("clean_gin")
+@pytest.mark.parametrize("recipe", ["demo.gin", "demo_wiki.gin", "ablations/table4_demo.gin"])
+def test_the_cpu_recipes_switch_it_on(recipe):
+    from albert_jax import gin_setup
+    from albert_jax.jobs import configurables
+
+    configurables.register_all()
+    gin_setup.parse([recipe], [])
+    assert gin.query_parameter("tune_host_allocator.enabled") is True
 
 
 def test_the_train_job_applies_the_recipes_switch_before_jax_starts(tmp_path):

@@ -1,4 +1,4 @@
-"""glibc's allocator tuned for XLA:CPU, set once at process start when the jobs will run on the CPU.
+"""glibc's allocator tuned for XLA:CPU, set by the train job before JAX starts when the recipe asks and JAX runs on the CPU.
 
 Every XLA:CPU execution allocates its temporary buffers as one block (108 MiB for the demo's train step) on one
 of the runtime's worker threads and frees it at the end. glibc serves a block that large from a fresh `mmap`
@@ -30,7 +30,7 @@ M_TRIM_THRESHOLD = -1  # glibc <malloc.h> parameter numbers
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 THRESHOLD_BYTES = 1 << 30
-USER_SETTINGS = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+USER_SETTINGS = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")  # and glibc.malloc.* tunables
 ACCELERATOR_NODES = ("/dev/accel*", "/dev/vfio/[0-9]*", "/dev/nvidia[0-9]*", "/dev/kfd")  # TPU, TPU, GPU, ROCm
 OPT_OUT = "ALBERT_JAX_DEFAULT_ALLOCATOR"  # set (to anything) to keep glibc's defaults whatever the recipe says
 
@@ -44,11 +44,17 @@ def runs_on_cpu(environ: dict[str, str] | os._Environ = os.environ) -> bool:
     return not any(glob.glob(pattern) for pattern in ACCELERATOR_NODES)
 
 
+def user_chose(environ: dict[str, str] | os._Environ = os.environ) -> bool:
+    """Whether the process was started with glibc malloc settings of the user's own (which win)."""
+    return any(name in environ for name in USER_SETTINGS) or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")
+
+
 def tune_for_xla_cpu(environ: dict[str, str] | os._Environ = os.environ) -> bool:
     """Applies the settings above when they are wanted and possible; returns whether they were applied."""
-    from jax._src import xla_bridge  # importing JAX starts nothing; asking it which backends run does not either
+    # JAX has no public "has a backend started?" (jaxlib 0.10.2); importing it starts nothing, nor does asking.
+    from jax._src import xla_bridge
 
-    if environ.get(OPT_OUT) or any(name in environ for name in USER_SETTINGS) or not runs_on_cpu(environ):
+    if environ.get(OPT_OUT) or user_chose(environ) or not runs_on_cpu(environ):
         return False
     if xla_bridge.backends_are_initialized():
         return False  # too late: the runtime's threads have their arenas (this process's other jobs ran first)
