@@ -13,6 +13,8 @@ from typing import Any
 import gin
 import jax.numpy as jnp
 
+from albert_jax.gemm import WEIGHT_GRADIENT_PLANS
+
 SHARING_MODES = ("all", "attention", "ffn", "none")
 REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
 ACTIVATIONS = ("gelu_new", "gelu", "relu", "tanh")
@@ -48,6 +50,10 @@ class AlbertConfig:
     param_dtype: str = "float32"
     remat_policy: str = "none"
     scan_unroll: int = 1  # scan steps unrolled per loop iteration (1 = a rolled loop, L = fully unrolled)
+    # How the encoder's dense layers get their weight gradients (albert_jax/gemm.py): "auto" (a transposed
+    # input that XLA:CPU's fast GEMM takes when compiling for CPU, autodiff's own plan on TPU/GPU), "autodiff",
+    # "transposed_input".
+    weight_gradient_gemm: str = "auto"
 
     def __post_init__(self) -> None:
         errors = []
@@ -63,6 +69,7 @@ class AlbertConfig:
         choice("hidden_act", self.hidden_act, ACTIVATIONS)
         choice("dtype", self.dtype, DTYPES)
         choice("param_dtype", self.param_dtype, DTYPES)
+        choice("weight_gradient_gemm", self.weight_gradient_gemm, WEIGHT_GRADIENT_PLANS)
         for name in ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers", "scan_unroll",
                      "num_attention_heads", "intermediate_size", "max_position_embeddings",
                      "type_vocab_size", "num_hidden_groups"):

@@ -1,0 +1,112 @@
+"""The dense layers' CPU weight-gradient plan (albert_jax/gemm.py): same gradients, YNNPACK GEMMs, CPU only."""
+
+from __future__ import annotations
+
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from albert_jax import aot, gemm, hardware, losses, partitioning
+from albert_jax.config import AlbertConfig
+from albert_jax.model import AlbertForPreTraining, init_params
+
+# (x shape, kernel shape, number of contracted input axes): a plain dense, the attention output ([heads,
+# head_dim] in), the fused query/key/value projection ([3, heads, head_dim] out).
+SHAPES = [((3, 5, 4), (4, 6), 1), ((2, 3, 2, 4), (2, 4, 5), 2), ((2, 3, 4), (4, 3, 2, 5), 1)]
+
+
+@pytest.mark.parametrize("x_shape,kernel_shape,num_in", SHAPES)
+def test_transposed_input_gradients_match_a_float64_reference(x_shape, kernel_shape, num_in) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=x_shape).astype(np.float32)
+    kernel = rng.normal(size=kernel_shape).astype(np.float32)
+    num_tokens = len(x_shape) - num_in
+    out_shape = x_shape[:num_tokens] + kernel_shape[num_in:]
+    cotangent = rng.normal(size=out_shape).astype(np.float32)
+    y, vjp = jax.vjp(lambda a, b: gemm.dense_product(a, b, num_in, "transposed_input"), x, kernel)
+    grad_x, grad_kernel = vjp(cotangent)
+    x64, k64, g64 = (a.astype(np.float64) for a in (x, kernel, cotangent))
+    out_axes = list(range(num_tokens, len(out_shape)))
+    np.testing.assert_allclose(y, np.tensordot(x64, k64, axes=num_in), rtol=1e-5, atol=1e-5)
+    kernel_out_axes = list(range(num_in, len(kernel_shape)))
+    np.testing.assert_allclose(grad_x, np.tensordot(g64, k64, axes=(out_axes, kernel_out_axes)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_kernel, np.tensordot(x64, g64, axes=(list(range(num_tokens)),) * 2),
+                               rtol=1e-5, atol=1e-5)
+
+
+def pretraining_loss_grads(config: AlbertConfig, params, batch):
+    model = AlbertForPreTraining(config)
+
+    def loss(p):
+        mlm, sentence = model.apply({"params": p}, batch["input_ids"], batch["input_mask"], batch["segment_ids"],
+                                    batch["masked_lm_positions"])
+        nll, _ = losses.masked_lm_nll_and_hits(mlm, batch["masked_lm_ids"])
+        return (nll * batch["masked_lm_weights"]).sum() + jax.nn.log_softmax(sentence)[:, 0].sum()
+
+    return jax.jit(jax.grad(loss))(params)
+
+
+def test_both_plans_give_the_same_model_gradients() -> None:
+    config = AlbertConfig(vocab_size=97, embedding_size=16, hidden_size=32, num_hidden_layers=3,
+                          num_attention_heads=4, intermediate_size=64, num_hidden_groups=1)
+    rng = np.random.default_rng(1)
+    batch = {"input_ids": rng.integers(0, 97, (4, 12)).astype(np.int32), "input_mask": np.ones((4, 12), np.int32),
+             "segment_ids": np.zeros((4, 12), np.int32), "masked_lm_positions": np.tile(np.arange(1, 4), (4, 1)),
+             "masked_lm_ids": rng.integers(0, 97, (4, 3)).astype(np.int32),
+             "masked_lm_weights": np.ones((4, 3), np.float32)}
+    params = nn.unbox(init_params(config, jax.random.PRNGKey(0)))
+    by_autodiff = pretraining_loss_grads(config.replace(weight_gradient_gemm="autodiff"), params, batch)
+    by_transpose = pretraining_loss_grads(config.replace(weight_gradient_gemm="transposed_input"), params, batch)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(by_autodiff), jax.tree.leaves(by_transpose)):
+        scale = float(np.abs(a).max()) or 1.0
+        np.testing.assert_allclose(b, a, rtol=0, atol=2e-6 * scale, err_msg=jax.tree_util.keystr(path))
+    shared = by_autodiff["albert"]["encoder"]["shared_layer"]["ffn"]["kernel"]
+    assert float(np.abs(shared).max()) > 0  # the encoder's weights do get gradient
+
+
+def test_auto_picks_the_transposed_input_only_when_compiling_for_cpu() -> None:
+    assert jax.default_backend() == "cpu"
+    assert gemm.resolve("auto") == "transposed_input"
+    assert gemm.resolve("autodiff") == "autodiff" and gemm.resolve("transposed_input") == "transposed_input"
+    cpu_mesh = partitioning.make_mesh(partitioning.MeshConfig(data=1), jax.devices()[:1])
+    with jax.set_mesh(cpu_mesh):
+        assert gemm.resolve("auto") == "transposed_input"
+    # An ahead-of-time compile for a TPU slice runs on this CPU host but must keep autodiff's plan.
+    tpu_devices = aot.slice_devices(hardware.parse_slice("v5e-4"))
+    with jax.set_mesh(jax.sharding.Mesh(np.array(tpu_devices).reshape(4), ("data",))):
+        assert gemm.compile_platform() == "tpu"
+        assert gemm.resolve("auto") == "autodiff"
+
+
+def eigen_dots_in_the_encoder(plan: str) -> list[str]:
+    """The plain (non-YNNPACK) dots of the encoder's backward in XLA:CPU's compiled train-step gradient."""
+    config = AlbertConfig(vocab_size=97, embedding_size=16, hidden_size=64, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=256, weight_gradient_gemm=plan)
+    params = nn.unbox(init_params(config, jax.random.PRNGKey(0)))
+    model = AlbertForPreTraining(config)
+    ids = jnp.zeros((8, 32), jnp.int32)
+
+    def loss(p):
+        mlm, sentence = model.apply({"params": p}, ids, jnp.ones_like(ids), ids, jnp.zeros((8, 4), jnp.int32))
+        return mlm.sum() + sentence.sum()
+
+    text = jax.jit(jax.grad(loss)).lower(params).compile().as_text()
+    found, in_fusion = [], False
+    for line in text.splitlines():
+        if line and not line.startswith(" "):  # a computation's header: the dots inside fusions are YNNPACK's
+            in_fusion = line.startswith("%fused_computation")
+        elif (not in_fusion and re.search(r"= f32\[\d+,\d+\]\S* dot\(", line) and "shared_layer" in line
+              and "transpose(" in line):
+            found.append(line.strip())
+    return found
+
+
+def test_on_cpu_every_encoder_weight_gradient_runs_in_ynnpack() -> None:
+    # Autodiff's plan leaves the weight gradients to Eigen (a dot contracting its left operand's major axis) ...
+    assert eigen_dots_in_the_encoder("autodiff")
+    # ... the transposed input hands every one of them to YNNPACK.
+    assert eigen_dots_in_the_encoder("transposed_input") == []
