@@ -9,6 +9,9 @@ Like the train job under the CPU recipes (scale/demo.gin), the benchmark first t
 XLA:CPU (albert_jax/jobs/host_allocator.py; `--default_allocator` keeps glibc's defaults); it is process-wide,
 so both sides run under the same allocator either way.
 
+`--sides jax,jax_autodiff` times albert-jax's step under the CPU weight-gradient plan against autodiff's own
+(albert_jax/gemm.py), the same way.
+
   python bench/bench_train.py [--steps 5] [--batch 8] [--seq 128] [--threads 2] [--dtypes float32,bfloat16]
 """
 
@@ -111,7 +114,9 @@ def measure(config: Any, batch: dict[str, np.ndarray], steps: int, sides: Sequen
     that comes and goes on a shared machine then slows both alike instead of whichever side ran during it.
     """
     label = "" if config.dtype == "float32" else f" {config.dtype}"
-    makers = {"jax": ("albert-jax (jit, LAMB)", jax_step), "torch": ("transformers PyTorch (AdamW)", torch_step)}
+    makers = {"jax": ("albert-jax (jit, LAMB)", jax_step), "torch": ("transformers PyTorch (AdamW)", torch_step),
+              "jax_autodiff": ("albert-jax, autodiff weight gradients",
+                               lambda c, b: jax_step(c.replace(weight_gradient_gemm="autodiff"), b))}
     runs = {side: makers[side][1](config, batch) for side in sides}
     times: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
     for index in range(steps + 2):
@@ -135,7 +140,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default="float32",
                         help="comma-separated compute dtypes, one pair of rows each (float32, bfloat16); "
                              "bfloat16 runs PyTorch under CPU autocast")
-    parser.add_argument("--sides", default="jax,torch", help="which sides to run (jax, torch)")
+    parser.add_argument("--sides", default="jax,torch",
+                        help="which sides to run: jax, torch, and jax_autodiff (albert-jax with autodiff's own "
+                             "weight-gradient plan instead of the CPU one, albert_jax/gemm.py)")
     parser.add_argument("--binding", action="append", default=[],
                         help="a gin binding applied after --gin_file, e.g. \"AlbertConfig.remat_policy='dots_saveable'\" "
                              "(scale/demo.gin's choice, the fastest on CPU); repeatable")
@@ -147,8 +154,8 @@ def main() -> None:
 
     tuned = not args.default_allocator and host_allocator.tune_for_xla_cpu()  # before JAX or torch start threads
     sides = [side for side in args.sides.split(",") if side]
-    if not sides or any(side not in ("jax", "torch") for side in sides):
-        parser.error(f"--sides takes jax and/or torch, got {args.sides!r}")
+    if not sides or any(side not in ("jax", "torch", "jax_autodiff") for side in sides):
+        parser.error(f"--sides takes jax, torch and/or jax_autodiff, got {args.sides!r}")
 
     import torch
 
@@ -170,14 +177,17 @@ def main() -> None:
           flush=True)
     print(f"{'':40s} {'s/step':>8s} {'CPU s':>8s} {'tokens/s':>10s} {'GFLOP/s':>8s}")
     for dtype in args.dtypes.split(","):
-        rows = measure(base.replace(dtype=dtype), batch, args.steps, sides)
-        for name, wall, cpu in rows:
+        rows = dict(zip(sides, measure(base.replace(dtype=dtype), batch, args.steps, sides)))
+        for name, wall, cpu in rows.values():
             gflops = tokens * flops_per_token / wall / 1e9
             print(f"{name:40s} {wall:8.3f} {cpu:8.3f} {tokens / wall:10.1f} {gflops:8.1f}")
-        if len(rows) == 2:
-            suffix = "" if dtype == "float32" else f" ({dtype})"
-            print(f"speed-up of albert-jax over PyTorch{suffix}: {rows[1][1] / rows[0][1]:.2f}x "
-                  f"(in process-CPU seconds: {rows[1][2] / rows[0][2]:.2f}x)", flush=True)
+        suffix = "" if dtype == "float32" else f" ({dtype})"
+        if "jax" in rows and "torch" in rows:
+            print(f"speed-up of albert-jax over PyTorch{suffix}: {rows['torch'][1] / rows['jax'][1]:.2f}x "
+                  f"(in process-CPU seconds: {rows['torch'][2] / rows['jax'][2]:.2f}x)", flush=True)
+        if "jax" in rows and "jax_autodiff" in rows:
+            print(f"speed-up of the CPU weight-gradient plan over autodiff's{suffix}: "
+                  f"{rows['jax_autodiff'][1] / rows['jax'][1]:.2f}x", flush=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
