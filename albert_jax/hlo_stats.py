@@ -6,6 +6,7 @@ count` times (the constant its condition compares the counter with), a fusion on
 collective (all-gather, reduce-scatter, all-reduce, all-to-all, collective-permute, sync or async) is listed
 with its bytes, its group size, how often it runs per step and whether it sits inside a loop. That is what
 tells whether the FSDP all-gather of ALBERT's one shared layer runs once per step or once per layer.
+`dots_outside_ynnpack` reads a CPU module the same way for which library runs its matrix products.
 """
 
 from __future__ import annotations
@@ -119,6 +120,20 @@ def _called(instruction: Instruction) -> list[tuple[str, str]]:
     for group in re.findall(r"branch_computations=\{([^}]*)\}", instruction.attrs):
         out.extend(("branch", name) for name in re.findall(r"%([\w.\-]+)", group))
     return out
+
+
+def dots_outside_ynnpack(text: str) -> list[Instruction]:
+    """The dots of an XLA:CPU module that no YNNPACK fusion holds: those run on Eigen's slower GEMM.
+
+    XLA:CPU hands a dot to YNNPACK by wrapping it in a custom fusion (`"kind":"__ynn_fusion"`); a dot in any
+    other computation is executed by Eigen (albert_jax/gemm.py explains why that matters).
+    """
+    computations, _ = parse_module(text)
+    ynnpack_bodies = {name for instructions in computations.values() for instruction in instructions
+                      if instruction.opcode == "fusion" and "__ynn_fusion" in instruction.attrs
+                      for role, name in _called(instruction) if role == "calls"}
+    return [instruction for name, instructions in computations.items() if name not in ynnpack_bodies
+            for instruction in instructions if instruction.opcode == "dot"]
 
 
 def _trip_count(condition: list[Instruction]) -> int:

@@ -105,20 +105,19 @@ class StackedDense(nn.Module):
         return y + bias
 
 
-def fused_projections(x: Array, denses: tuple[StackedDense, ...], layer: Array,
-                      plan: str) -> tuple[Array, ...]:
+def fused_projections(x: Array, denses: tuple[StackedDense, ...], layer: Array) -> tuple[Array, ...]:
     """`tuple(dense(x, layer) for dense in denses)` as one matmul against the kernels stacked side by side.
 
     One [tokens, in] x [in, n * out] product (and one of each in the backward: the input gradient, the weight
     gradient) instead of n narrower ones: on XLA:CPU the query/key/value projections run at a markedly higher
     GEMM rate that way (docs/PERF.md). The parameters stay separate (the stack is made inside the step; with
-    shared weights it is loop-invariant, so XLA hoists it out of the layer scan). `plan`: how the backward's
-    weight gradient is planned (albert_jax/gemm.py).
+    shared weights it is loop-invariant, so XLA hoists it out of the layer scan). The backward follows the
+    layers' `weight_gradient_gemm` plan (albert_jax/gemm.py).
     """
     pairs = [dense.weights(layer) for dense in denses]
     kernel = jnp.stack([k for k, _ in pairs], axis=1)  # [in, n, *out]
     bias = jnp.stack([b for _, b in pairs], axis=0)  # [n, *out]
-    y = dense_product(x.astype(kernel.dtype), kernel, 1, plan) + bias
+    y = dense_product(x.astype(kernel.dtype), kernel, 1, denses[0].config.weight_gradient_gemm) + bias
     return tuple(y[:, :, i] for i in range(len(denses)))
 
 
@@ -154,7 +153,7 @@ class SharedLayer(nn.Module):
         projections = tuple(StackedDense((width,), (heads, head_dim), n_attn, ("hidden", "heads", "kv"),
                                          ("heads", "kv"), cfg, name=name) for name in ("query", "key", "value"))
         query, key, value = (nn.with_logical_constraint(y, ("batch", "length", "heads", "kv"))
-                             for y in fused_projections(hidden, projections, layer, cfg.weight_gradient_gemm))
+                             for y in fused_projections(hidden, projections, layer))
         mask = attention_mask[:, None, None, :].astype(bool)  # [batch, 1, 1, keys]: padding keys masked out
         if cfg.attention_probs_dropout_prob > 0.0 and not self.deterministic:
             # Attention dropout needs the probabilities, which the fused kernel never materializes.

@@ -11,7 +11,6 @@ is a `__ynn_fusion`, else Eigen's dot thunk).
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import time
 
@@ -19,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from albert_jax import gemm
+from albert_jax import gemm, hlo_stats
 
 SHAPES = {  # name: (in width, out width) at ALBERT-base
     "query/key/value (fused)": (768, 2304),
@@ -27,18 +26,7 @@ SHAPES = {  # name: (in width, out width) at ALBERT-base
     "ffn": (768, 3072),
     "ffn output": (3072, 768),
 }
-PLANS = ("autodiff", "transposed_input")
-
-
-def weight_gradient_library(compiled_text: str) -> str:
-    """'YNNPACK' if every top-level dot of the program sits in a YNNPACK fusion, else 'Eigen'."""
-    in_fusion = False
-    for line in compiled_text.splitlines():
-        if line and not line.startswith(" "):
-            in_fusion = line.startswith("%fused_computation")
-        elif not in_fusion and re.search(r"= f32\[[\d,]+\]\S* dot\(", line):
-            return "Eigen"
-    return "YNNPACK"
+PLANS = tuple(plan for plan in gemm.WEIGHT_GRADIENT_PLANS if plan != "auto")
 
 
 def main() -> None:
@@ -58,7 +46,8 @@ def main() -> None:
         for plan in PLANS:
             backward = jax.jit(lambda a, b, g, plan=plan: jax.vjp(
                 lambda a_, b_: gemm.dense_product(a_, b_, 1, plan), a, b)[1](g))
-            libraries[plan] = weight_gradient_library(backward.lower(x, kernel, cotangent).compile().as_text())
+            compiled = backward.lower(x, kernel, cotangent).compile().as_text()
+            libraries[plan] = "Eigen" if hlo_stats.dots_outside_ynnpack(compiled) else "YNNPACK"
             jax.block_until_ready(backward(x, kernel, cotangent))
             runs[plan] = backward
         times: dict[str, list[float]] = {plan: [] for plan in PLANS}

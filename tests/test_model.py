@@ -584,8 +584,7 @@ def test_fused_projections_equal_the_separate_dense_layers() -> None:
         def __call__(self, x: jax.Array, layer: jax.Array) -> tuple[Any, Any]:
             denses = tuple(StackedDense((16,), (2, 8), 2, ("hidden", "heads", "kv"), ("heads", "kv"), cfg,
                                         name=name) for name in ("query", "key", "value"))
-            fused = fused_projections(x, denses, layer, cfg.weight_gradient_gemm)
-            return fused, tuple(dense(x, layer) for dense in denses)
+            return fused_projections(x, denses, layer), tuple(dense(x, layer) for dense in denses)
 
     x = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 16))
     module = Projections()
