@@ -51,8 +51,8 @@ class AlbertConfig:
     remat_policy: str = "none"
     scan_unroll: int = 1  # scan steps unrolled per loop iteration (1 = a rolled loop, L = fully unrolled)
     # How the encoder's dense layers get their weight gradients (albert_jax/gemm.py): "auto" (a transposed
-    # input that XLA:CPU's fast GEMM takes when compiling for CPU, autodiff's own plan on TPU/GPU), "autodiff",
-    # "transposed_input".
+    # activation that XLA:CPU's fast GEMM takes when compiling for CPU, autodiff's own plan on TPU/GPU),
+    # "autodiff", "transposed_activation".
     weight_gradient_gemm: str = "auto"
 
     def __post_init__(self) -> None:

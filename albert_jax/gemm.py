@@ -16,6 +16,13 @@ then runs in YNNPACK, and the whole train step is 9-10% faster at the demo's sha
 (docs/PERF.md; a lone layer's backward gains nothing: there Eigen's dot has both cores to itself). The values
 are those of autodiff up to the GEMM's summation order.
 
+Layers that narrow (the FFN output: 4H in, H out) would transpose their widest activation that way, and
+XLA:CPU's transposes run at a few GB/s: at ALBERT-base that one copy per layer was 5% of the step's thread time.
+`dense_product_transposed_kernel` transposes the narrower output gradient instead, which yields the weight
+gradient as [*out, *in]; the encoder therefore carries such a kernel through its layer scan in that layout
+(transposed once before the loop, its accumulated gradient once after it, albert_jax/model.py) instead of
+transposing every layer's gradient back. `carries_transposed_kernel` says which layers do.
+
 Only for CPU: on TPU and GPU the dot units take any operand layout, and a materialized transpose behind a
 barrier would cost memory traffic and block fusions. `resolve` picks the plan from the platform the program
 is compiled for (the mesh in context, else the default backend), so an ahead-of-time TPU compile on a CPU host
@@ -32,7 +39,7 @@ import jax.numpy as jnp
 Array = jax.Array
 
 # AlbertConfig.weight_gradient_gemm: how the dense layers' backward is planned.
-WEIGHT_GRADIENT_PLANS = ("auto", "autodiff", "transposed_input")
+WEIGHT_GRADIENT_PLANS = ("auto", "autodiff", "transposed_activation")
 
 
 def compile_platform() -> str:
@@ -45,10 +52,15 @@ def compile_platform() -> str:
 
 
 def resolve(plan: str) -> str:
-    """`auto` -> `transposed_input` when compiling for CPU, `autodiff` otherwise; explicit plans pass through."""
+    """`auto` -> `transposed_activation` when compiling for CPU, `autodiff` otherwise; explicit plans pass through."""
     if plan != "auto":
         return plan
-    return "transposed_input" if compile_platform() == "cpu" else "autodiff"
+    return "transposed_activation" if compile_platform() == "cpu" else "autodiff"
+
+
+def carries_transposed_kernel(plan: str, fan_in: int, fan_out: int) -> bool:
+    """Whether a layer of this width uses `dense_product_transposed_kernel`: under the CPU plan, when it narrows."""
+    return resolve(plan) == "transposed_activation" and fan_in > fan_out
 
 
 def dense_product(x: Array, kernel: Array, num_in_axes: int, plan: str = "auto") -> Array:
@@ -56,7 +68,7 @@ def dense_product(x: Array, kernel: Array, num_in_axes: int, plan: str = "auto")
 
     `plan` chooses the backward (module docstring); the forward is the same either way.
     """
-    if resolve(plan) == "transposed_input":
+    if resolve(plan) == "transposed_activation":
         return _product_transposed_input(x, kernel, num_in_axes)
     return jnp.tensordot(x, kernel, axes=num_in_axes)
 
@@ -85,3 +97,45 @@ def _backward(num_in_axes: int, residuals: tuple[Array, Array], grad: Array) -> 
 
 
 _product_transposed_input.defvjp(_forward, _backward)
+
+
+def dense_product_transposed_kernel(x: Array, kernel_t: Array, num_in_axes: int) -> Array:
+    """`dense_product` for a kernel held transposed: x [*tokens, *in] with kernel_t [*out, *in] -> [*tokens, *out].
+
+    The weight gradient comes out as [*out, *in] from a transposed *output gradient* (module docstring).
+    """
+    return _product_transposed_kernel(x, kernel_t, num_in_axes)
+
+
+def _contract_in_axes(x: Array, kernel_t: Array, num_in_axes: int) -> Array:
+    x_in = tuple(range(x.ndim - num_in_axes, x.ndim))
+    kernel_in = tuple(range(kernel_t.ndim - num_in_axes, kernel_t.ndim))
+    return jnp.tensordot(x, kernel_t, axes=(x_in, kernel_in))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _product_transposed_kernel(x: Array, kernel_t: Array, num_in_axes: int) -> Array:
+    return _contract_in_axes(x, kernel_t, num_in_axes)
+
+
+def _forward_transposed_kernel(x: Array, kernel_t: Array, num_in_axes: int) -> tuple[Array, tuple[Array, Array]]:
+    # The product itself, not a call of the custom-VJP function: remat's dots_saveable then saves it.
+    return _contract_in_axes(x, kernel_t, num_in_axes), (x, kernel_t)
+
+
+def _backward_transposed_kernel(num_in_axes: int, residuals: tuple[Array, Array],
+                                grad: Array) -> tuple[Array, Array]:
+    x, kernel_t = residuals
+    num_token_axes = x.ndim - num_in_axes
+    num_out_axes = grad.ndim - num_token_axes
+    token_axes = tuple(range(num_token_axes))
+    grad_x = jnp.tensordot(grad, kernel_t, axes=num_out_axes)
+    # The output gradient is materialized first: left to fuse into the transpose, its producer (the next
+    # LayerNorm's backward) is recomputed there, in the transpose's strided order.
+    grad_transposed = jax.lax.optimization_barrier(jnp.transpose(
+        jax.lax.optimization_barrier(grad), tuple(range(num_token_axes, grad.ndim)) + token_axes))
+    grad_kernel_t = jnp.tensordot(grad_transposed, x, axes=num_token_axes)
+    return grad_x.astype(x.dtype), grad_kernel_t.astype(kernel_t.dtype)
+
+
+_product_transposed_kernel.defvjp(_forward_transposed_kernel, _backward_transposed_kernel)

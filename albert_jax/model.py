@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from albert_jax.config import AlbertConfig, copy_index
-from albert_jax.gemm import dense_product
+from albert_jax.gemm import carries_transposed_kernel, dense_product, dense_product_transposed_kernel
 
 Array = jax.Array
 
@@ -75,7 +75,12 @@ def pick(stack: Array, copy: Array) -> Array:
 
 
 class StackedDense(nn.Module):
-    """A dense layer holding `num_copies` unique weight copies; `__call__` uses the one layer `layer` maps to."""
+    """A dense layer holding `num_copies` unique weight copies; `__call__` uses the one layer `layer` maps to.
+
+    `kernel_transposed`: the stack arrives as [copies, *out, *in], the layout the encoder carries a narrowing
+    layer's kernel through the scan in on CPU (`transpose_ffn_output_kernel`); parameters are always stored and
+    initialized as [copies, *in, *out].
+    """
 
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
@@ -83,12 +88,16 @@ class StackedDense(nn.Module):
     kernel_axes: tuple[str | None, ...]
     bias_axes: tuple[str | None, ...]
     config: AlbertConfig
+    kernel_transposed: bool = False
 
     def setup(self) -> None:
         cfg = self.config
-        self.kernel = self.param("kernel", boxed(truncated_normal(cfg.initializer_range),
-                                                 ("layers",) + self.kernel_axes),
-                                 (self.num_copies,) + self.in_shape + self.out_shape, cfg.weight_dtype)
+        shape, axes = self.in_shape + self.out_shape, self.kernel_axes
+        if self.kernel_transposed:
+            num_in = len(self.in_shape)
+            shape, axes = self.out_shape + self.in_shape, axes[num_in:] + axes[:num_in]
+        self.kernel = self.param("kernel", boxed(truncated_normal(cfg.initializer_range), ("layers",) + axes),
+                                 (self.num_copies,) + shape, cfg.weight_dtype)
         self.bias = self.param("bias", boxed(nn.initializers.zeros, ("layers",) + self.bias_axes),
                                (self.num_copies,) + self.out_shape, cfg.weight_dtype)
 
@@ -100,9 +109,10 @@ class StackedDense(nn.Module):
 
     def __call__(self, x: Array, layer: Array) -> Array:
         kernel, bias = self.weights(layer)
-        y = dense_product(x.astype(self.config.compute_dtype), kernel, len(self.in_shape),
-                          self.config.weight_gradient_gemm)
-        return y + bias
+        x = x.astype(self.config.compute_dtype)
+        if self.kernel_transposed:
+            return dense_product_transposed_kernel(x, kernel, len(self.in_shape)) + bias
+        return dense_product(x, kernel, len(self.in_shape), self.config.weight_gradient_gemm) + bias
 
 
 def fused_projections(x: Array, denses: tuple[StackedDense, ...], layer: Array) -> tuple[Array, ...]:
@@ -138,10 +148,14 @@ class StackedLayerNorm(nn.Module):
 
 
 class SharedLayer(nn.Module):
-    """One post-LN transformer block; the scan body. Signature (carry, layer index, mask) -> (carry, None)."""
+    """One post-LN transformer block; the scan body. Signature (carry, layer index, mask) -> (carry, None).
+
+    `ffn_output_transposed`: the FFN output's kernel arrives transposed (`Encoder`, albert_jax/gemm.py).
+    """
 
     config: AlbertConfig
     deterministic: bool = True
+    ffn_output_transposed: bool = False
 
     @nn.compact
     def __call__(self, hidden: Array, layer: Array, attention_mask: Array) -> tuple[Array, None]:
@@ -173,7 +187,7 @@ class SharedLayer(nn.Module):
         intermediate = nn.with_logical_constraint(activation(cfg.hidden_act)(intermediate),
                                                   ("batch", "length", "mlp"))
         ffn_out = StackedDense((cfg.intermediate_size,), (width,), n_ffn, ("mlp", "hidden"), ("hidden",), cfg,
-                               name="ffn_output")(intermediate, layer)
+                               kernel_transposed=self.ffn_output_transposed, name="ffn_output")(intermediate, layer)
         ffn_out = nn.Dropout(cfg.hidden_dropout_prob)(ffn_out, deterministic=self.deterministic)
         hidden = StackedLayerNorm(n_ffn, cfg, name="ffn_layer_norm")(hidden + ffn_out, layer)
         return nn.with_logical_constraint(hidden, ("batch", "length", "hidden")), None
@@ -248,13 +262,33 @@ class Encoder(nn.Module):
         scanned = nn.scan(layer_cls, variable_broadcast="params", split_rngs={"params": False, "dropout": True},
                           in_axes=(0, nn.broadcast), length=cfg.num_hidden_layers,
                           unroll=min(cfg.scan_unroll, cfg.num_hidden_layers))
+        ffn_output_transposed = False
         if not self.is_initializing():
+            # Applied outermost first: the FSDP gather sees the stored layout, the transpose comes after it.
+            ffn_output_transposed = carries_transposed_kernel(cfg.weight_gradient_gemm, cfg.intermediate_size,
+                                                              cfg.hidden_size)
+            if ffn_output_transposed:
+                scanned = nn.map_variables(scanned, "params", trans_in_fn=transpose_ffn_output_kernel)
             axes = nn.get_partition_spec(abstract_params(cfg))["albert"]["encoder"]["shared_layer"]
             scanned = nn.map_variables(scanned, "params", trans_in_fn=functools.partial(
                 gather_shared_stacks, axes=axes, num_layers=cfg.num_hidden_layers))
         layers = jnp.arange(cfg.num_hidden_layers, dtype=jnp.int32)
-        hidden, _ = scanned(cfg, deterministic, name="shared_layer")(hidden, layers, attention_mask)
+        hidden, _ = scanned(cfg, deterministic, ffn_output_transposed, name="shared_layer")(
+            hidden, layers, attention_mask)
         return hidden
+
+
+def transpose_ffn_output_kernel(variables: Any) -> Any:
+    """The FFN output's kernel stack [copies, 4H, H] as [copies, H, 4H], for the layer scan (albert_jax/gemm.py).
+
+    Done once per step outside the loop, so the loop accumulates the kernel's gradient in this layout and its
+    transpose back (autodiff's, of this function) also runs once per step.
+    """
+    params = dict(variables["params"])
+    ffn_output = dict(params["ffn_output"])
+    ffn_output["kernel"] = jnp.swapaxes(nn.unbox(ffn_output["kernel"]), 1, 2)
+    params["ffn_output"] = ffn_output
+    return dict(variables, params=params)
 
 
 # Mesh axes that shard a parameter only to save memory (FSDP); tensor parallelism keeps its split.
