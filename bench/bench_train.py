@@ -10,7 +10,9 @@ XLA:CPU (albert_jax/jobs/host_allocator.py; `--default_allocator` keeps glibc's 
 so both sides run under the same allocator either way.
 
 `--sides jax,jax_autodiff` times albert-jax's step under the CPU weight-gradient plan against autodiff's own
-(albert_jax/gemm.py), the same way.
+(albert_jax/gemm.py), the same way. `--sides jax,torch,jax_gemms,torch_gemms` adds each library's encoder GEMMs
+alone (every dense product of the step's forward and backward, chained, nothing else), which splits each step
+into its GEMMs and the rest, and bounds the speed-up that work outside the GEMMs could still buy.
 
   python bench/bench_train.py [--steps 5] [--batch 8] [--seq 128] [--threads 2] [--dtypes float32,bfloat16]
 """
@@ -107,6 +109,58 @@ def torch_step(config, batch: dict[str, np.ndarray]) -> Step:
     return run
 
 
+def encoder_gemms(config, tokens: int) -> list[tuple[int, int, int]]:
+    """(m, k, n) of every dense-layer GEMM of one step's encoder: forward, input gradient, weight gradient."""
+    hidden, inner = config.hidden_size, config.intermediate_size
+    shapes = []
+    for fan_in, fan_out in ((hidden, 3 * hidden), (hidden, hidden), (hidden, inner), (inner, hidden)):
+        shapes += [(tokens, fan_in, fan_out), (tokens, fan_out, fan_in), (fan_in, tokens, fan_out)]
+    return shapes * config.num_hidden_layers
+
+
+def jax_gemms(config, batch: dict[str, np.ndarray]) -> Step:
+    """The encoder's GEMMs alone on XLA:CPU, as one jitted program; each waits for the one before it."""
+    import jax
+    import jax.numpy as jnp
+
+    shapes = encoder_gemms(config, batch["input_ids"].size)
+    rng = np.random.default_rng(0)
+    operands = {shape: (jnp.asarray(rng.normal(size=shape[:2]), config.compute_dtype),
+                        jnp.asarray(rng.normal(size=shape[1:]) * 1e-3, config.compute_dtype))
+                for shape in set(shapes)}
+
+    @jax.jit
+    def chain(operands):
+        link = jnp.zeros((), config.compute_dtype)
+        for shape in shapes:  # the scalar link keeps XLA from running products side by side or merging them
+            a, b = operands[shape]
+            link = ((a + link * 1e-30) @ b)[0, 0]
+        return link
+
+    def run() -> None:
+        jax.block_until_ready(chain(operands))
+
+    return run
+
+
+def torch_gemms(config, batch: dict[str, np.ndarray]) -> Step:
+    """The same GEMMs with `torch.matmul`, one after another (eager PyTorch runs them in order anyway)."""
+    import torch
+
+    shapes = encoder_gemms(config, batch["input_ids"].size)
+    dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+    generator = torch.Generator().manual_seed(0)
+    operands = {shape: (torch.randn(shape[:2], generator=generator, dtype=dtype),
+                        torch.randn(shape[1:], generator=generator, dtype=dtype) * 1e-3) for shape in set(shapes)}
+
+    def run() -> None:
+        for shape in shapes:
+            a, b = operands[shape]
+            torch.matmul(a, b)
+
+    return run
+
+
 def measure(config: Any, batch: dict[str, np.ndarray], steps: int, sides: Sequence[str]) -> list[tuple]:
     """(side name, median wall s, median process-CPU s) per side, each timed on `config`'s compute dtype.
 
@@ -116,7 +170,9 @@ def measure(config: Any, batch: dict[str, np.ndarray], steps: int, sides: Sequen
     label = "" if config.dtype == "float32" else f" {config.dtype}"
     makers = {"jax": ("albert-jax (jit, LAMB)", jax_step), "torch": ("transformers PyTorch (AdamW)", torch_step),
               "jax_autodiff": ("albert-jax, autodiff weight gradients",
-                               lambda c, b: jax_step(c.replace(weight_gradient_gemm="autodiff"), b))}
+                               lambda c, b: jax_step(c.replace(weight_gradient_gemm="autodiff"), b)),
+              "jax_gemms": ("encoder GEMMs alone, XLA:CPU", jax_gemms),
+              "torch_gemms": ("encoder GEMMs alone, PyTorch", torch_gemms)}
     runs = {side: makers[side][1](config, batch) for side in sides}
     times: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
     for index in range(steps + 2):
@@ -141,8 +197,9 @@ def main() -> None:
                         help="comma-separated compute dtypes, one pair of rows each (float32, bfloat16); "
                              "bfloat16 runs PyTorch under CPU autocast")
     parser.add_argument("--sides", default="jax,torch",
-                        help="which sides to run: jax, torch, and jax_autodiff (albert-jax with autodiff's own "
-                             "weight-gradient plan instead of the CPU one, albert_jax/gemm.py)")
+                        help="which sides to run: jax, torch, jax_autodiff (albert-jax with autodiff's own "
+                             "weight-gradient plan instead of the CPU one, albert_jax/gemm.py), jax_gemms and "
+                             "torch_gemms (each library's encoder GEMMs alone)")
     parser.add_argument("--binding", action="append", default=[],
                         help="a gin binding applied after --gin_file, e.g. \"AlbertConfig.remat_policy='dots_saveable'\" "
                              "(scale/demo.gin's choice, the fastest on CPU); repeatable")
@@ -154,8 +211,9 @@ def main() -> None:
 
     tuned = not args.default_allocator and host_allocator.tune_for_xla_cpu()  # before JAX or torch start threads
     sides = [side for side in args.sides.split(",") if side]
-    if not sides or any(side not in ("jax", "torch", "jax_autodiff") for side in sides):
-        parser.error(f"--sides takes jax, torch and/or jax_autodiff, got {args.sides!r}")
+    known = ("jax", "torch", "jax_autodiff", "jax_gemms", "torch_gemms")
+    if not sides or any(side not in known for side in sides):
+        parser.error(f"--sides takes some of {', '.join(known)}, got {args.sides!r}")
 
     import torch
 
@@ -178,13 +236,28 @@ def main() -> None:
     print(f"{'':40s} {'s/step':>8s} {'CPU s':>8s} {'tokens/s':>10s} {'GFLOP/s':>8s}")
     for dtype in args.dtypes.split(","):
         rows = dict(zip(sides, measure(base.replace(dtype=dtype), batch, args.steps, sides)))
-        for name, wall, cpu in rows.values():
+        for side, (name, wall, cpu) in rows.items():
+            if side.endswith("_gemms"):  # not a training step: its rate is on the line below the table
+                print(f"{name:40s} {wall:8.3f} {cpu:8.3f} {'-':>10s} {'-':>8s}")
+                continue
             gflops = tokens * flops_per_token / wall / 1e9
             print(f"{name:40s} {wall:8.3f} {cpu:8.3f} {tokens / wall:10.1f} {gflops:8.1f}")
         suffix = "" if dtype == "float32" else f" ({dtype})"
         if "jax" in rows and "torch" in rows:
             print(f"speed-up of albert-jax over PyTorch{suffix}: {rows['torch'][1] / rows['jax'][1]:.2f}x "
                   f"(in process-CPU seconds: {rows['torch'][2] / rows['jax'][2]:.2f}x)", flush=True)
+        gemm_flops = sum(2 * m * k * n for m, k, n in encoder_gemms(base, tokens))
+        for step_side, gemm_side, who in (("jax", "jax_gemms", "albert-jax"), ("torch", "torch_gemms", "PyTorch")):
+            if gemm_side in rows:
+                gemms = rows[gemm_side][1]
+                line = f"{who}'s encoder GEMMs alone{suffix}: {gemms:.3f} s, {gemm_flops / gemms / 1e9:.1f} GFLOP/s"
+                if step_side in rows:
+                    rest = rows[step_side][1] - gemms
+                    line += f"; the rest of its step: {rest:.3f} s ({rest / rows[step_side][1]:.0%})"
+                print(line, flush=True)
+        if "torch" in rows and "jax_gemms" in rows:
+            print(f"speed-up over PyTorch if albert-jax's step were its GEMMs alone{suffix}: "
+                  f"{rows['torch'][1] / rows['jax_gemms'][1]:.2f}x", flush=True)
         if "jax" in rows and "jax_autodiff" in rows:
             print(f"speed-up of the CPU weight-gradient plan over autodiff's{suffix}: "
                   f"{rows['jax_autodiff'][1] / rows['jax'][1]:.2f}x", flush=True)

@@ -1,0 +1,49 @@
+"""bench/bench_train.py's GEMM-only sides: the right products, and a real run through the script."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+
+from albert_jax import describe
+from albert_jax.config import AlbertConfig
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_train", os.path.join(REPO, "bench", "bench_train.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_encoder_gemms_are_the_dense_layers_training_flops():
+    config = AlbertConfig(vocab_size=300, embedding_size=32, hidden_size=64, num_hidden_layers=3,
+                          num_attention_heads=4, intermediate_size=256)
+    seq, predictions, batch = 16, 3, 5
+    chained = sum(2 * m * k * n for m, k, n in _bench().encoder_gemms(config, batch * seq))
+    # describe's analytic count with the dense layers alone left: no projection, attention products or heads.
+    everything = describe.train_flops_per_token(config, seq, predictions)
+    without_layers = describe.train_flops_per_token(config.replace(num_hidden_layers=1), seq, predictions)
+    per_layer = (everything - without_layers) / 2  # two layers' worth
+    attention_per_layer = 3.0 * 4 * seq * config.hidden_size
+    assert chained == config.num_hidden_layers * (per_layer - attention_per_layer) * batch * seq
+
+
+def test_gemm_sides_run_through_the_script():
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    done = subprocess.run(
+        [sys.executable, "bench/bench_train.py", "--gin_file=models/tiny.gin", "--batch", "4", "--seq", "16",
+         "--predictions", "2", "--steps", "1", "--binding", "AlbertConfig.num_hidden_layers=2",
+         "--sides", "jax,torch,jax_gemms,torch_gemms"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert re.search(r"speed-up of albert-jax over PyTorch: \d+\.\d\dx", out)
+    assert re.search(r"albert-jax's encoder GEMMs alone: \d+\.\d+ s, [\d.]+ GFLOP/s; the rest of its step", out)
+    assert re.search(r"PyTorch's encoder GEMMs alone: \d+\.\d+ s, [\d.]+ GFLOP/s; the rest of its step", out)
+    assert re.search(r"speed-up over PyTorch if albert-jax's step were its GEMMs alone: \d+\.\d\dx", out)
