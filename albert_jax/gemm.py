@@ -100,14 +100,6 @@ def _backward(num_in_axes: int, residuals: tuple[Array, Array], grad: Array) -> 
 _product_transposed_input.defvjp(_forward, _backward)
 
 
-def dense_product_transposed_kernel(x: Array, kernel_t: Array, num_in_axes: int) -> Array:
-    """`dense_product` for a kernel held transposed: x [*tokens, *in] with kernel_t [*out, *in] -> [*tokens, *out].
-
-    The weight gradient comes out as [*out, *in] from a transposed *output gradient* (module docstring).
-    """
-    return _product_transposed_kernel(x, kernel_t, num_in_axes)
-
-
 def _contract_in_axes(x: Array, kernel_t: Array, num_in_axes: int) -> Array:
     x_in = tuple(range(x.ndim - num_in_axes, x.ndim))
     kernel_in = tuple(range(kernel_t.ndim - num_in_axes, kernel_t.ndim))
@@ -115,7 +107,11 @@ def _contract_in_axes(x: Array, kernel_t: Array, num_in_axes: int) -> Array:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _product_transposed_kernel(x: Array, kernel_t: Array, num_in_axes: int) -> Array:
+def dense_product_transposed_kernel(x: Array, kernel_t: Array, num_in_axes: int) -> Array:
+    """`dense_product` for a kernel held transposed: x [*tokens, *in] with kernel_t [*out, *in] -> [*tokens, *out].
+
+    The weight gradient comes out as [*out, *in] from a transposed *output gradient* (module docstring).
+    """
     return _contract_in_axes(x, kernel_t, num_in_axes)
 
 
@@ -139,4 +135,4 @@ def _backward_transposed_kernel(num_in_axes: int, residuals: tuple[Array, Array]
     return grad_x.astype(x.dtype), grad_kernel_t.astype(kernel_t.dtype)
 
 
-_product_transposed_kernel.defvjp(_forward_transposed_kernel, _backward_transposed_kernel)
+dense_product_transposed_kernel.defvjp(_forward_transposed_kernel, _backward_transposed_kernel)
