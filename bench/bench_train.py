@@ -9,6 +9,10 @@ Like the train job under the CPU recipes (scale/demo.gin), the benchmark first t
 XLA:CPU (albert_jax/jobs/host_allocator.py; `--default_allocator` keeps glibc's defaults); it is process-wide,
 so both sides run under the same allocator either way.
 
+Every run also times each library's best plain square matmul on the same threads (the machine's GEMM ceiling)
+and prints each step's achieved GFLOP/s as a share of it, and the speed-up over PyTorch that a step running
+entirely at that ceiling would have: the bound any CPU speed-up claim lives under.
+
 `--sides jax,jax_autodiff` times albert-jax's step under the CPU weight-gradient plan against autodiff's own
 (albert_jax/gemm.py), the same way. `--sides jax,torch,jax_gemms,torch_gemms` adds each library's encoder GEMMs
 alone (every dense product of the step's forward and backward, chained, nothing else), which splits each step
@@ -161,6 +165,45 @@ def torch_gemms(config, batch: dict[str, np.ndarray]) -> Step:
     return run
 
 
+CEILING_SIZE = 1024  # the plain n x n x n matmul whose best rate stands for the machine's GEMM ceiling
+
+
+def gemm_ceiling(libraries: Sequence[str], dtype: str, repeats: int = 20) -> dict[str, float]:
+    """The best GFLOP/s each library ("jax", "torch") reaches on one plain square matmul, over `repeats` runs.
+
+    No training step can beat the rate its own library's best GEMM reaches on the same cores, so the larger of
+    the two is the practical ceiling a step's achieved GFLOP/s is read against (on this project's 2-core AMD
+    EPYC it is ~205 fp32 GFLOP/s, not the ~330 that two full-width AVX-512 FMA units would give: Zen 4 runs
+    AVX-512 on 256-bit units, docs/PERF.md).
+    """
+    n = CEILING_SIZE
+    flops = 2 * n ** 3
+    rates = {}
+    if "jax" in libraries:
+        import jax
+        import jax.numpy as jnp
+
+        a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), dtype)
+        product = jax.jit(lambda x, y: x @ y)
+        jax.block_until_ready(product(a, a))
+        best = min(_timed(lambda: jax.block_until_ready(product(a, a))) for _ in range(repeats))
+        rates["jax"] = flops / best / 1e9
+    if "torch" in libraries:
+        import torch
+
+        a = torch.randn((n, n), generator=torch.Generator().manual_seed(0), dtype=getattr(torch, dtype))
+        torch.matmul(a, a)
+        best = min(_timed(lambda: torch.matmul(a, a)) for _ in range(repeats))
+        rates["torch"] = flops / best / 1e9
+    return rates
+
+
+def _timed(run: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
 def measure(config: Any, batch: dict[str, np.ndarray], steps: int, sides: Sequence[str]) -> list[tuple]:
     """(side name, median wall s, median process-CPU s) per side, each timed on `config`'s compute dtype.
 
@@ -258,6 +301,21 @@ def main() -> None:
         if "torch" in rows and "jax_gemms" in rows:
             print(f"speed-up over PyTorch if albert-jax's step were its GEMMs alone{suffix}: "
                   f"{rows['torch'][1] / rows['jax_gemms'][1]:.2f}x", flush=True)
+        libraries = sorted({side.split("_")[0] for side in rows})
+        ceiling = gemm_ceiling(libraries, dtype)
+        best = max(ceiling.values())
+        names = {"jax": "XLA:CPU", "torch": "PyTorch"}
+        print(f"GEMM ceiling{suffix}, the best of 20 plain {CEILING_SIZE}^3 matmuls: "
+              + ", ".join(f"{names[library]} {rate:.1f} GFLOP/s" for library, rate in ceiling.items()), flush=True)
+        steps = [(side, who) for side, who in (("jax", "albert-jax"), ("torch", "PyTorch")) if side in rows]
+        if steps:
+            print(f"each step's share of that ceiling ({best:.1f}){suffix}: " + ", ".join(
+                f"{who} {tokens * flops_per_token / rows[side][1] / 1e9 / best:.0%}" for side, who in steps),
+                flush=True)
+        if "torch" in rows:
+            torch_rate = tokens * flops_per_token / rows["torch"][1] / 1e9
+            print(f"most speed-up over PyTorch a step at the GEMM ceiling could have{suffix}: "
+                  f"{best / torch_rate:.2f}x", flush=True)
         if "jax" in rows and "jax_autodiff" in rows:
             print(f"speed-up of the CPU weight-gradient plan over autodiff's{suffix}: "
                   f"{rows['jax_autodiff'][1] / rows['jax'][1]:.2f}x", flush=True)

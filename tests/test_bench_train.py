@@ -1,4 +1,4 @@
-"""bench/bench_train.py's GEMM-only sides: the right products, and a real run through the script."""
+"""bench/bench_train.py's GEMM-only sides and GEMM ceiling: the right products, and a real run through the script."""
 
 from __future__ import annotations
 
@@ -47,3 +47,24 @@ def test_gemm_sides_run_through_the_script():
     assert re.search(r"albert-jax's encoder GEMMs alone: \d+\.\d+ s, [\d.]+ GFLOP/s; the rest of its step", out)
     assert re.search(r"PyTorch's encoder GEMMs alone: \d+\.\d+ s, [\d.]+ GFLOP/s; the rest of its step", out)
     assert re.search(r"speed-up over PyTorch if albert-jax's step were its GEMMs alone: \d+\.\d\dx", out)
+    # The ceiling line, and each step's share of it agrees with the table's GFLOP/s column.
+    ceiling = re.search(r"GEMM ceiling, the best of 20 plain 1024\^3 matmuls: XLA:CPU ([\d.]+) GFLOP/s, "
+                        r"PyTorch ([\d.]+) GFLOP/s", out)
+    assert ceiling, out
+    best = max(float(ceiling.group(1)), float(ceiling.group(2)))
+    rates = {who: float(re.search(re.escape(name) + r"\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+([\d.]+)", out).group(1))
+             for who, name in (("albert-jax", "albert-jax (jit, LAMB)"), ("PyTorch", "transformers PyTorch (AdamW)"))}
+    shares = re.search(r"each step's share of that ceiling \(([\d.]+)\): albert-jax (\d+)%, PyTorch (\d+)%", out)
+    assert shares and float(shares.group(1)) == best
+    assert abs(int(shares.group(2)) - 100 * rates["albert-jax"] / best) <= 1
+    assert abs(int(shares.group(3)) - 100 * rates["PyTorch"] / best) <= 1
+    bound = re.search(r"most speed-up over PyTorch a step at the GEMM ceiling could have: (\d+\.\d\d)x", out)
+    assert bound and abs(float(bound.group(1)) - best / rates["PyTorch"]) < 0.02 * best / rates["PyTorch"]
+
+
+def test_gemm_ceiling_is_a_plausible_rate():
+    # XLA:CPU only: this process never imports torch (tests/conftest.py); the script run above covers PyTorch's.
+    rates = _bench().gemm_ceiling(["jax"], "float32", repeats=3)
+    assert set(rates) == {"jax"}
+    # More than a naive loop could reach, less than any CPU this runs on: 2e9 flops in well under a minute.
+    assert 0.5 < rates["jax"] < 1e5, rates
