@@ -24,6 +24,10 @@ gradient as [*out, *in]; the encoder therefore carries such a kernel through its
 transposing every layer's gradient back. `carries_transposed_kernel` says which layers do. That took the
 ALBERT-base step from 1.07x, 0.96x, 1.05x to 1.19x, 1.10x, 1.18x of PyTorch's in same-hour runs (docs/PERF.md).
 
+The tied MLM decoder (`tied_decoder_logits`) is such a transposed kernel too (the embedding table, [V, E]); its
+table and bias gradients come from one GEMM against the E-wide input with a column of ones, so the [tokens, V]
+logit gradient, the head's widest tensor, is neither transposed nor reduced separately (1-2% of the demo step).
+
 Only for CPU: on TPU and GPU the dot units take any operand layout, and a materialized transpose behind a
 barrier would cost memory traffic and block fusions. `resolve` picks the plan from the platform the program
 is compiled for (the mesh in context, else the default backend), so an ahead-of-time TPU compile on a CPU host
@@ -136,3 +140,45 @@ def _backward_transposed_kernel(num_in_axes: int, residuals: tuple[Array, Array]
 
 
 dense_product_transposed_kernel.defvjp(_forward_transposed_kernel, _backward_transposed_kernel)
+
+
+def tied_decoder_logits(x: Array, table: Array, bias: Array, plan: str = "auto") -> Array:
+    """Logits against a tied embedding table: x [*tokens, E] with table [V, E] and bias [V] -> [*tokens, V].
+
+    The table is the kernel held transposed, so autodiff's plan transposes the [tokens, V] logit gradient,
+    the widest tensor of the head, for the table's gradient, and reduces it once more for the bias's. Under the
+    CPU plan both gradients come from one GEMM instead: [x | 1]^T g, the narrow input with a column of ones
+    appended (the ones row of the product is the bias's gradient), then one [E, V] transpose. `plan` as in
+    `dense_product`; the forward is the same either way.
+    """
+    if resolve(plan) == "transposed_activation":
+        return _tied_decoder_one_gemm_backward(x, table, bias)
+    return _tied_decoder(x, table, bias)
+
+
+def _tied_decoder(x: Array, table: Array, bias: Array) -> Array:
+    return jnp.tensordot(x, table, axes=((x.ndim - 1,), (1,))) + bias
+
+
+@jax.custom_vjp
+def _tied_decoder_one_gemm_backward(x: Array, table: Array, bias: Array) -> Array:
+    return _tied_decoder(x, table, bias)
+
+
+def _tied_decoder_forward(x: Array, table: Array, bias: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _tied_decoder(x, table, bias), (x, table)
+
+
+def _tied_decoder_backward(residuals: tuple[Array, Array], grad: Array) -> tuple[Array, Array, Array]:
+    x, table = residuals
+    vocab, width = table.shape
+    grad_x = jnp.tensordot(grad, table, axes=1)
+    tokens = x.reshape(-1, width)
+    # [E + 1, tokens]: the tokens become the minor (contracted) axis, YNNPACK's layout (module docstring).
+    inputs_and_ones = jax.lax.optimization_barrier(
+        jnp.concatenate([tokens.T, jnp.ones((1, tokens.shape[0]), tokens.dtype)], axis=0))
+    both = jnp.matmul(inputs_and_ones, grad.reshape(-1, vocab), preferred_element_type=jnp.float32)
+    return grad_x.astype(x.dtype), both[:width].T.astype(table.dtype), both[width].astype(grad.dtype)
+
+
+_tied_decoder_one_gemm_backward.defvjp(_tied_decoder_forward, _tied_decoder_backward)

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from albert_jax.config import AlbertConfig, copy_index
-from albert_jax.gemm import carries_transposed_kernel, dense_product, dense_product_transposed_kernel
+from albert_jax.gemm import (carries_transposed_kernel, dense_product, dense_product_transposed_kernel,
+                             tied_decoder_logits)
 
 Array = jax.Array
 
@@ -239,10 +240,11 @@ class Embeddings(nn.Module):
         x = self.dropout(x, deterministic=deterministic)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
-    def attend(self, x: Array) -> Array:
-        """Logits against the tied word-embedding table: x @ word_embeddings^T."""
-        table = self.word_embeddings.astype(self.config.compute_dtype)
-        return jnp.einsum("...e,ve->...v", x.astype(self.config.compute_dtype), table)
+    def attend(self, x: Array, bias: Array) -> Array:
+        """Logits against the tied word-embedding table: x @ word_embeddings^T + bias (albert_jax/gemm.py)."""
+        cfg = self.config
+        return tied_decoder_logits(x.astype(cfg.compute_dtype), self.word_embeddings.astype(cfg.compute_dtype),
+                                   bias.astype(cfg.compute_dtype), cfg.weight_gradient_gemm)
 
 
 class Encoder(nn.Module):
@@ -369,7 +371,7 @@ class AlbertForPreTraining(nn.Module):
         cfg = self.config
         gathered = jnp.take_along_axis(sequence, positions[..., None].astype(jnp.int32), axis=1)
         x = self.mlm_layer_norm(activation(cfg.hidden_act)(self.mlm_dense(gathered)))
-        logits = self.albert.embeddings.attend(x) + self.mlm_output_bias.astype(cfg.compute_dtype)
+        logits = self.albert.embeddings.attend(x, self.mlm_output_bias)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 

@@ -150,3 +150,32 @@ def test_on_cpu_no_ffn_wide_activation_is_transposed_in_the_layer_loop() -> None
     assert wide_transposes_in_the_layer_loop("autodiff")
     # ... the CPU plan transposes only H-wide ones: the FFN output's kernel crosses the loop transposed instead.
     assert wide_transposes_in_the_layer_loop("transposed_activation") == []
+
+
+@pytest.mark.parametrize("plan", ["autodiff", "transposed_activation"])
+def test_tied_decoder_gradients_match_a_float64_reference(plan: str) -> None:
+    """`tied_decoder_logits` under either plan (the CPU one takes the table's and bias's gradients from one GEMM
+    against the input with a column of ones): value and all three gradients against float64 numpy."""
+    rng = np.random.default_rng(2)
+    x, table, bias = (rng.normal(size=shape).astype(np.float32) for shape in ((2, 3, 4), (7, 4), (7,)))
+    cotangent = rng.normal(size=(2, 3, 7)).astype(np.float32)
+    y, vjp = jax.vjp(lambda a, b, c: gemm.tied_decoder_logits(a, b, c, plan), x, table, bias)
+    grad_x, grad_table, grad_bias = vjp(cotangent)
+    x64, t64, b64, g64 = (a.astype(np.float64) for a in (x, table, bias, cotangent))
+    np.testing.assert_allclose(y, x64 @ t64.T + b64, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_x, g64 @ t64, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_table, np.einsum("bpv,bpe->ve", g64, x64), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad_bias, g64.sum(axis=(0, 1)), rtol=1e-5, atol=1e-5)
+
+
+def vocab_by_token_tensors(plan: str) -> list[str]:
+    """Tensors of the compiled pretraining gradient shaped [vocab, predicted tokens]: a transposed logit gradient."""
+    computations, _ = hlo_stats.parse_module(compiled_pretraining_gradient(plan))
+    return [op.type_text for ops in computations.values() for op in ops if op.type_text.startswith("f32[97,32]")]
+
+
+def test_on_cpu_the_logit_gradient_is_not_transposed() -> None:
+    # Autodiff's plan transposes the [8 x 4 predictions, 97] logit gradient for the tied table's gradient ...
+    assert vocab_by_token_tensors("autodiff")
+    # ... the CPU plan transposes the E-wide input instead (and its [E, V] product once).
+    assert vocab_by_token_tensors("transposed_activation") == []
