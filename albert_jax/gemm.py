@@ -157,7 +157,7 @@ def tied_decoder_logits(x: Array, table: Array, bias: Array, plan: str = "auto")
 
 
 def _tied_decoder(x: Array, table: Array, bias: Array) -> Array:
-    return jnp.tensordot(x, table, axes=((x.ndim - 1,), (1,))) + bias
+    return _contract_in_axes(x, table, 1) + bias
 
 
 @jax.custom_vjp

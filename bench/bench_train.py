@@ -174,7 +174,9 @@ def gemm_ceiling(libraries: Sequence[str], dtype: str, repeats: int = 20) -> dic
     No training step can beat the rate its own library's best GEMM reaches on the same cores, so the larger of
     the two is the practical ceiling a step's achieved GFLOP/s is read against (on this project's 2-core AMD
     EPYC it is ~205 fp32 GFLOP/s, not the ~330 that two full-width AVX-512 FMA units would give: Zen 4 runs
-    AVX-512 on 256-bit units, docs/PERF.md).
+    AVX-512 on 256-bit units, docs/PERF.md). Wall clock, so read it on an idle machine; bench_scan.py's
+    `matmul_flops_per_cpu_second` is the load-tolerant estimate for shared machines (per CPU second, times
+    the cores, which assumes the matmul keeps every core busy).
     """
     n = CEILING_SIZE
     flops = 2 * n ** 3
@@ -277,14 +279,16 @@ def main() -> None:
           f"load average before: {os.getloadavg()[0]:.2f}",
           flush=True)
     print(f"{'':40s} {'s/step':>8s} {'CPU s':>8s} {'tokens/s':>10s} {'GFLOP/s':>8s}")
+    def step_gflops(seconds: float) -> float:
+        return tokens * flops_per_token / seconds / 1e9
+
     for dtype in args.dtypes.split(","):
         rows = dict(zip(sides, measure(base.replace(dtype=dtype), batch, args.steps, sides)))
         for side, (name, wall, cpu) in rows.items():
             if side.endswith("_gemms"):  # not a training step: its rate is on the line below the table
                 print(f"{name:40s} {wall:8.3f} {cpu:8.3f} {'-':>10s} {'-':>8s}")
                 continue
-            gflops = tokens * flops_per_token / wall / 1e9
-            print(f"{name:40s} {wall:8.3f} {cpu:8.3f} {tokens / wall:10.1f} {gflops:8.1f}")
+            print(f"{name:40s} {wall:8.3f} {cpu:8.3f} {tokens / wall:10.1f} {step_gflops(wall):8.1f}")
         suffix = "" if dtype == "float32" else f" ({dtype})"
         if "jax" in rows and "torch" in rows:
             print(f"speed-up of albert-jax over PyTorch{suffix}: {rows['torch'][1] / rows['jax'][1]:.2f}x "
@@ -310,12 +314,11 @@ def main() -> None:
         steps = [(side, who) for side, who in (("jax", "albert-jax"), ("torch", "PyTorch")) if side in rows]
         if steps:
             print(f"each step's share of that ceiling ({best:.1f}){suffix}: " + ", ".join(
-                f"{who} {tokens * flops_per_token / rows[side][1] / 1e9 / best:.0%}" for side, who in steps),
+                f"{who} {step_gflops(rows[side][1]) / best:.0%}" for side, who in steps),
                 flush=True)
         if "torch" in rows:
-            torch_rate = tokens * flops_per_token / rows["torch"][1] / 1e9
             print(f"most speed-up over PyTorch a step at the GEMM ceiling could have{suffix}: "
-                  f"{best / torch_rate:.2f}x", flush=True)
+                  f"{best / step_gflops(rows['torch'][1]):.2f}x", flush=True)
         if "jax" in rows and "jax_autodiff" in rows:
             print(f"speed-up of the CPU weight-gradient plan over autodiff's{suffix}: "
                   f"{rows['jax_autodiff'][1] / rows['jax'][1]:.2f}x", flush=True)
