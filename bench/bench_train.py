@@ -51,14 +51,15 @@ Step = Callable[[], None]  # runs one training step to completion
 
 
 def jax_step(config, batch: dict[str, np.ndarray]) -> Step:
-    """albert-jax's jitted train step on a 1-device mesh, as a closure over its (donated) state."""
+    """albert-jax's jitted train step, data-parallel over this process's devices (one unless `--cpu_devices`
+    split the cores), as a closure over its (donated) state."""
     import jax
 
     from albert_jax import optim, partitioning
     from albert_jax import train_step as train_steps
     from albert_jax.model import init_params
 
-    mesh = partitioning.make_mesh(partitioning.MeshConfig(data=1), jax.devices()[:1])
+    mesh = partitioning.make_mesh(partitioning.MeshConfig(data=-1), jax.devices())
     rules = partitioning.DEFAULT_RULES
     boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
     schedule = optim.make_schedule(peak_learning_rate=1e-4, warmup_steps=10, num_train_steps=1000)
@@ -251,10 +252,15 @@ def main() -> None:
     parser.add_argument("--default_allocator", action="store_true",
                         help="keep glibc's allocator defaults instead of the tuning the CPU recipes apply "
                              "(albert_jax/jobs/host_allocator.py); either way both sides share the process")
+    parser.add_argument("--cpu_devices", type=int, default=1,
+                        help="split the cores into this many XLA:CPU devices, albert-jax's step data-parallel over "
+                             "them, as the demo recipe does (host_devices.count, albert_jax/jobs/host_devices.py); "
+                             "PyTorch keeps its --threads intra-op threads")
     args = parser.parse_args()
-    from albert_jax.jobs import host_allocator
+    from albert_jax.jobs import host_allocator, host_devices
 
     tuned = not args.default_allocator and host_allocator.tune_for_xla_cpu()  # before JAX or torch start threads
+    split = host_devices.split_cpu_into_devices(args.cpu_devices)  # before JAX starts its CPU client
     sides = [side for side in args.sides.split(",") if side]
     known = ("jax", "torch", "jax_autodiff", "jax_gemms", "torch_gemms")
     if not sides or any(side not in known for side in sides):
@@ -276,6 +282,7 @@ def main() -> None:
     print(f"{args.gin_file} {' '.join(args.binding)} (remat {base.remat_policy}): batch {args.batch} x {args.seq}, {args.predictions} predictions, "
           f"{flops_per_token / 1e6:.1f} MFLOP/token, {args.steps} timed steps, {args.threads} threads; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; host allocator {'tuned' if tuned else 'glibc defaults'}; "
+          f"{split or 'one XLA:CPU device'}; "
           f"load average before: {os.getloadavg()[0]:.2f}",
           flush=True)
     print(f"{'':40s} {'s/step':>8s} {'CPU s':>8s} {'tokens/s':>10s} {'GFLOP/s':>8s}")

@@ -1,4 +1,5 @@
-"""bench/bench_train.py's GEMM-only sides and GEMM ceiling: the right products, and a real run through the script."""
+"""bench/bench_train.py's GEMM-only sides and GEMM ceiling: the right products, and a real run through the script
+(on two XLA:CPU devices, as the demo recipe splits the cores)."""
 
 from __future__ import annotations
 
@@ -35,14 +36,17 @@ def test_encoder_gemms_are_the_dense_layers_training_flops():
 
 
 def test_gemm_sides_run_through_the_script():
-    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
+    # Under the demo recipe's split of the cores (--cpu_devices 2): albert-jax's step is data-parallel over both.
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
     done = subprocess.run(
         [sys.executable, "bench/bench_train.py", "--gin_file=models/tiny.gin", "--batch", "4", "--seq", "16",
          "--predictions", "2", "--steps", "1", "--binding", "AlbertConfig.num_hidden_layers=2",
-         "--sides", "jax,torch,jax_gemms,torch_gemms"],
+         "--sides", "jax,torch,jax_gemms,torch_gemms", "--cpu_devices", "2"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
+    assert "host devices: XLA:CPU split into 2 data-parallel devices" in out, out[:2000]
     assert re.search(r"speed-up of albert-jax over PyTorch: \d+\.\d\dx", out)
     assert re.search(r"albert-jax's encoder GEMMs alone: \d+\.\d+ s, [\d.]+ GFLOP/s; the rest of its step", out)
     assert re.search(r"PyTorch's encoder GEMMs alone: \d+\.\d+ s, [\d.]+ GFLOP/s; the rest of its step", out)

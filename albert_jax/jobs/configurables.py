@@ -13,4 +13,4 @@ def register_all() -> None:
     from albert_jax import checkpoint, config, describe, optim, partitioning  # noqa: F401
     from albert_jax.downstream import tasks  # noqa: F401
     from albert_jax.input import instances, loader, masking, prepare  # noqa: F401
-    from albert_jax.jobs import evaluate, finetune, host_allocator, train  # noqa: F401
+    from albert_jax.jobs import evaluate, finetune, host_allocator, host_devices, train  # noqa: F401

@@ -27,7 +27,7 @@ from jax.experimental import multihost_utils
 
 from albert_jax import checkpoint, describe, optim, partitioning
 from albert_jax.input import prepare
-from albert_jax.jobs import flags, host_allocator, sinks
+from albert_jax.jobs import flags, host_allocator, host_devices, sinks
 from albert_jax import train_step as steps
 from albert_jax.config import AlbertConfig
 from albert_jax.input import loader as input_loader
@@ -68,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if host_allocator.tune_host_allocator():  # before JAX starts its CPU client (see the module)
         print("host allocator: glibc malloc tuned for XLA:CPU (one arena, 1 GiB mmap and trim thresholds)", flush=True)
+    split = host_devices.host_devices()  # before JAX starts its CPU client (see the module)
+    if split:
+        print(split, flush=True)
     flags.init_distributed(args)
     train(workdir, restore_step=args.restore_step, fallback=not args.no_fallback, gin_files=flags.gin_files(args))
     return 0
