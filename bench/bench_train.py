@@ -254,7 +254,7 @@ def main() -> None:
                              "(albert_jax/jobs/host_allocator.py); either way both sides share the process")
     parser.add_argument("--cpu_devices", type=int, default=1,
                         help="split the cores into this many XLA:CPU devices, albert-jax's step data-parallel over "
-                             "them, as the demo recipe does (host_devices.count, albert_jax/jobs/host_devices.py); "
+                             "them, as a recipe's host_devices.count does (albert_jax/jobs/host_devices.py); "
                              "PyTorch keeps its --threads intra-op threads")
     args = parser.parse_args()
     from albert_jax.jobs import host_allocator, host_devices

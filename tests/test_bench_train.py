@@ -1,5 +1,5 @@
 """bench/bench_train.py's GEMM-only sides and GEMM ceiling: the right products, and a real run through the script
-(on two XLA:CPU devices, as the demo recipe splits the cores)."""
+(with the cores split into two XLA:CPU devices, `--cpu_devices`)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_encoder_gemms_are_the_dense_layers_training_flops():
 
 
 def test_gemm_sides_run_through_the_script():
-    # Under the demo recipe's split of the cores (--cpu_devices 2): albert-jax's step is data-parallel over both.
+    # With the cores split into two XLA:CPU devices (--cpu_devices 2): albert-jax's step is data-parallel over both.
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
     env.update(PYTHONPATH=REPO, JAX_PLATFORMS="cpu")
     done = subprocess.run(

@@ -1,4 +1,4 @@
-"""The CPU recipes' split of the cores into XLA:CPU devices: when it applies, and a run under it end to end."""
+"""A CPU recipe's split of the cores into XLA:CPU devices: when it applies, and a run under it end to end."""
 
 from __future__ import annotations
 
@@ -65,16 +65,6 @@ def test_too_late_once_jax_started_says_so_and_keeps_the_devices():
     line = host_devices.split_cpu_into_devices(2, {"JAX_PLATFORMS": "cpu"})
     assert line and "not applied: JAX already started" in line and f"with {before}" in line, line
     assert jax.device_count() == before
-
-
-@pytest.mark.usefixtures("clean_gin")
-def test_the_demo_recipe_splits_the_two_cores():
-    from albert_jax import gin_setup
-    from albert_jax.jobs import configurables
-
-    configurables.register_all()
-    gin_setup.parse(["demo.gin"], [])
-    assert gin.query_parameter("host_devices.count") == 2
 
 
 def test_a_run_trained_on_split_devices_evaluates_on_one(tmp_path):

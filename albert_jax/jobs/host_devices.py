@@ -1,16 +1,16 @@
-"""XLA:CPU devices per host: the CPU recipes' split of the cores into data-parallel devices, set before JAX starts.
+"""XLA:CPU devices per host: a CPU recipe's split of the cores into data-parallel devices, set before JAX starts.
 
-By default XLA:CPU is one device whose operations spread over the cores. At the demo's small shapes (hidden 128,
-batch 64 x 64) many operations are too small to keep two cores busy, so the step leaves part of them idle (1.84
-of 2 cores used, against PyTorch's 1.98). Two devices, each taking half the batch under the recipe's data-parallel
-mesh, run two independent halves of the step side by side and keep both cores busy; the gradients meet in one
-all-reduce. The model, the batch and the update are the same; only the order in which the per-example
-gradients are summed changes (docs/PERF.md has the timings and the demo's held-out numbers under it).
+By default XLA:CPU is one device whose operations spread over the cores. At small shapes many operations are too
+small to keep every core busy. Split into N devices under a data-parallel mesh, each device takes 1/N of the
+batch and the N parts of the step run side by side, the gradients meeting in one all-reduce. The model, the batch
+and the update are the same; only the order in which the per-example gradients are summed changes.
 
-It is a choice of the recipe (`host_devices.count` in scale/demo.gin), not a default: at ALBERT-base's shapes one
-device already keeps the cores busy and the split gains nothing. It uses JAX's own switch (`jax_num_cpu_devices`),
-which must be set before JAX starts its CPU client. Left alone: accelerator hosts (the switch is for XLA:CPU's
-devices only), a process whose user chose the count (`JAX_NUM_CPU_DEVICES`, or XLA's
+It is a recipe's choice (`host_devices.count`), off by default. On the 2-core demo machine it took 4-8% off the
+demo-shape step while the encoder ran as a rolled scan, and 0-2% (within the noise) once the demo recipe unrolled
+its two layers, which keeps the cores as busy by itself; so no recipe switches it on today (docs/PERF.md,
+`bench/bench_cpu_devices.py` measures it). It uses JAX's own switch (`jax_num_cpu_devices`), which must be set
+before JAX starts its CPU client; the train job applies it first thing. Left alone: accelerator hosts (the
+switch is for XLA:CPU's devices only), a process whose user chose the count (`JAX_NUM_CPU_DEVICES`, or XLA's
 `--xla_force_host_platform_device_count` in XLA_FLAGS), and a process whose JAX already started (another job
 ran first in it, as in tests), which keeps the devices it has and says so.
 """
