@@ -266,6 +266,7 @@ def main() -> None:
     if not sides or any(side not in known for side in sides):
         parser.error(f"--sides takes some of {', '.join(known)}, got {args.sides!r}")
 
+    import jax
     import torch
 
     torch.set_num_threads(args.threads)
@@ -282,7 +283,7 @@ def main() -> None:
     print(f"{args.gin_file} {' '.join(args.binding)} (remat {base.remat_policy}): batch {args.batch} x {args.seq}, {args.predictions} predictions, "
           f"{flops_per_token / 1e6:.1f} MFLOP/token, {args.steps} timed steps, {args.threads} threads; "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; host allocator {'tuned' if tuned else 'glibc defaults'}; "
-          f"{split or 'one XLA:CPU device'}; "
+          f"{split or f'XLA:CPU devices: {jax.local_device_count()}'}; "
           f"load average before: {os.getloadavg()[0]:.2f}",
           flush=True)
     print(f"{'':40s} {'s/step':>8s} {'CPU s':>8s} {'tokens/s':>10s} {'GFLOP/s':>8s}")
