@@ -61,8 +61,9 @@ def test_too_late_once_jax_started_says_so_and_keeps_the_devices():
 
     before = jax.device_count()  # JAX's CPU client starts (if no test before this one started it)
     assert host_devices.host_devices() is None  # the default: one device, nothing to do
-    gin.parse_config("host_devices.count = 2")
-    line = host_devices.split_cpu_into_devices(2, {"JAX_PLATFORMS": "cpu"})
+    gin.parse_config("host_devices.count = 2")  # a recipe's binding parses: the switch is a registered configurable
+    assert gin.query_parameter("host_devices.count") == 2
+    line = host_devices.split_cpu_into_devices(2, {"JAX_PLATFORMS": "cpu"})  # this environment: no user's count
     assert line and "not applied: JAX already started" in line and f"with {before}" in line, line
     assert jax.device_count() == before
 
