@@ -59,7 +59,7 @@ def jax_step(config, batch: dict[str, np.ndarray]) -> Step:
     from albert_jax import train_step as train_steps
     from albert_jax.model import init_params
 
-    mesh = partitioning.make_mesh(partitioning.MeshConfig(data=-1), jax.devices())
+    mesh = partitioning.make_mesh(partitioning.MeshConfig(data=-1))  # over jax.devices()
     rules = partitioning.DEFAULT_RULES
     boxed = jax.eval_shape(lambda: init_params(config, jax.random.PRNGKey(0)))
     schedule = optim.make_schedule(peak_learning_rate=1e-4, warmup_steps=10, num_train_steps=1000)

@@ -1,4 +1,4 @@
-"""bench/bench_cpu_devices.py: splits that take turns across worker processes, through the script."""
+"""bench/bench_cpu_devices.py: variants (device counts, bindings) that take turns across worker processes, through the script."""
 
 from __future__ import annotations
 
@@ -16,14 +16,18 @@ def _script(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def test_two_splits_take_turns_and_print_their_ratio():
-    done = _script("--counts", "1,2", "--rounds", "3", "--batch", "4", "--seq", "16", "--predictions", "2",
+def test_variants_take_turns_and_print_their_ratio():
+    # A device count and an unrolled scan on two devices: each worker applies its own process-start switch.
+    done = _script("--variant", "host_devices.count=1", "--variant", "host_devices.count=2 AlbertConfig.scan_unroll=2",
+                   "--rounds", "3", "--batch", "4", "--seq", "16", "--predictions", "2",
                    "--binding", "AlbertConfig.num_hidden_layers=2")
     assert done.returncode == 0, done.stderr[-2000:]
-    one = re.search(r"^1 XLA:CPU device: ([\d.]+) ms/step .* 1\.000x the time of 1$", done.stdout, re.M)
-    two = re.search(r"^2 XLA:CPU devices: ([\d.]+) ms/step .* (\d+\.\d{3})x the time of 1$", done.stdout, re.M)
-    assert one and two, done.stdout
-    assert abs(float(two.group(2)) - float(two.group(1)) / float(one.group(1))) < 0.01, done.stdout
+    first = re.search(r"^host_devices.count=1: ([\d.]+) ms/step .* 1\.000x the time of host_devices.count=1$",
+                      done.stdout, re.M)
+    second = re.search(r"^host_devices.count=2 AlbertConfig.scan_unroll=2: ([\d.]+) ms/step .* (\d+\.\d{3})x the time "
+                       r"of host_devices.count=1$", done.stdout, re.M)
+    assert first and second, done.stdout
+    assert abs(float(second.group(2)) - float(second.group(1)) / float(first.group(1))) < 0.01, done.stdout
 
 
 def test_a_count_that_does_not_divide_the_batch_is_refused():

@@ -88,4 +88,4 @@ def test_a_run_trained_on_split_devices_evaluates_on_one(tmp_path):
                                env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     result = json.loads((tmp_path / "run" / "eval" / "step_4.json").read_text())
-    assert 0.0 <= result["masked_lm_accuracy"] <= 1.0 and result["masked_lm_loss"] > 0, result
+    assert result["step"] == 4 and result["examples"] > 0 and result["masked_lm_loss"] > 0, result

@@ -6,7 +6,7 @@ batch and the N parts of the step run side by side, the gradients meeting in one
 and the update are the same; only the order in which the per-example gradients are summed changes.
 
 It is a recipe's choice (`host_devices.count`), off by default. On the 2-core demo machine it took 4-8% off the
-demo-shape step while the encoder ran as a rolled scan, and 0-2% (within the noise) once the demo recipe unrolled
+demo-shape step while the encoder ran as a rolled scan, and 0-3% (within the noise) once the demo recipe unrolled
 its two layers, which keeps the cores as busy by itself; so no recipe switches it on today (docs/PERF.md,
 `bench/bench_cpu_devices.py` measures it). It uses JAX's own switch (`jax_num_cpu_devices`), which must be set
 before JAX starts its CPU client; the train job applies it first thing. Left alone: accelerator hosts (the
